@@ -1,0 +1,40 @@
+# desk: `make run` serves the help center, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_WORKERS ?= auto
+
+.PHONY: run test translations extract-messages bench clean system-deps
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.run-deps: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-deps: requirements.txt requirements-dev.txt $(VENV)/.run-deps
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# Compiled catalogues (.mo) are build products, made from the .po sources.
+translations: $(VENV)/.run-deps
+	$(BIN)/pybabel compile --use-fuzzy -d translations
+
+extract-messages: $(VENV)/.run-deps
+	$(BIN)/pybabel extract -F babel.cfg -k _l -o translations/messages.pot .
+	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching
+
+run: translations
+	$(BIN)/python app.py run
+
+test: $(VENV)/.dev-deps translations
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+
+# Debian packages the browser tests need (CI runs this; needs root).
+system-deps:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

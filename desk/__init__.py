@@ -1,0 +1,76 @@
+"""desk: a self-hosted help center whose privacy features are the product."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from desk import config as config_module
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings, instance files, database, extensions, pages."""
+    app = Flask(__name__, template_folder=str(ROOT / "templates"),
+                static_folder=str(ROOT / "static"))
+    app.config.update(config_module.load(config))
+    init_instance(app)
+    from desk import db
+    db.init_app(app)
+    init_extensions(app)
+    from desk import i18n
+    i18n.init_app(app)
+    from desk.web import errors, headers, register_blueprints
+    headers.init_app(app)
+    errors.init_app(app)
+    register_blueprints(app)
+    init_templates(app)
+    return app
+
+
+def init_instance(app: Flask) -> None:
+    """The data folder, the session secret and the encryption keyring (made on first start)."""
+    from desk import crypto
+    data_dir = Path(app.config["DATA_DIR"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app.config["SECRET_KEY"] = crypto.load_secret_key(app.config)
+    app.extensions["desk.keyring"] = crypto.load_keyring(app.config)
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=app.config["HTTPS"],
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=app.config["HTTPS"],
+        MAX_CONTENT_LENGTH=50 * 1024 * 1024,
+        RATELIMIT_STORAGE_URI=app.config["RATELIMIT_STORAGE_URI"],
+        RATELIMIT_HEADERS_ENABLED=True,
+    )
+    if app.config["PROXY_FIX"]:
+        n = app.config["PROXY_FIX"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+
+
+def init_extensions(app: Flask) -> None:
+    from desk.extensions import csrf, limiter, login_manager
+    from desk.services.auth import load_session_user
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.session_protection = "strong"
+    login_manager.user_loader(load_session_user)
+    from flask_babel import lazy_gettext
+    login_manager.login_message = lazy_gettext("Please sign in to see this page.")
+    login_manager.login_message_category = "info"
+
+
+def init_templates(app: Flask) -> None:
+    """Globals for templates: the policy (so pages hide what one may not do)."""
+    from desk import policy
+    from desk.forms.auth import EmptyForm
+    app.jinja_env.globals.update(can=policy.can, is_agent=policy.is_agent,
+                                 is_admin=policy.is_admin, EmptyForm=EmptyForm)

@@ -1,0 +1,208 @@
+"""The only writer of audit entries, and the only way to write audited models.
+
+``create``, ``update`` and ``delete`` perform the write and append the entry in
+one transaction; ``record`` appends an event (login, export, ...). Entries form
+a hash chain anchored in AuditHead; ``verify`` walks it.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from peewee import Model
+
+from desk import crypto
+from desk.db import is_postgres
+from desk.db import write_transaction
+from desk.models import AuditEntry
+from desk.models import AuditHead
+from desk.models import BaseModel
+from desk.models import utcnow
+from desk.models.base import _audited_write
+
+GENESIS = "0" * 64
+SECRET = "[secret]"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts and from where: a signed-in user, or the system (CLI, jobs)."""
+
+    user_id: int | None = None
+    ip: str = ""
+
+    @classmethod
+    def of(cls, user, ip: str | None = "") -> "Actor":
+        return cls(getattr(user, "id", None), ip or "")
+
+
+SYSTEM = Actor()
+
+
+@contextlib.contextmanager
+def _audited() -> Iterator[None]:
+    token = _audited_write.set(True)
+    try:
+        with write_transaction():
+            yield
+    finally:
+        _audited_write.reset(token)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Model):
+        return value.get_id()
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return value
+
+
+def _record_id(instance: BaseModel) -> str:
+    pk = instance._pk
+    if isinstance(pk, tuple):
+        return ":".join(str(_plain(p)) for p in pk)
+    return str(_plain(pk))
+
+
+def _present(instance: BaseModel, field: str, value: Any, subject_id: int | None) -> Any:
+    if value is None:
+        return None
+    if field in instance.secret_fields:
+        return SECRET
+    if field in instance.personal_fields and subject_id is not None:
+        return crypto.seal_for_subject(subject_id, _plain(value))
+    return _plain(value)
+
+
+def _diff(instance: BaseModel, old: dict, new: dict) -> dict[str, list]:
+    subject = instance.audit_subject_id()
+    changes = {}
+    for field in sorted(set(old) | set(new)):
+        before, after = _plain(old.get(field)), _plain(new.get(field))
+        if before != after:
+            changes[field] = [_present(instance, field, before, subject),
+                              _present(instance, field, after, subject)]
+    return changes
+
+
+def _append(actor: Actor, action: str, record_type: str, record_id: str | None,
+            subject_id: int | None, changes: dict) -> AuditEntry:
+    head_query = AuditHead.select().where(AuditHead.id == 1)
+    if is_postgres():
+        head_query = head_query.for_update()
+    head = head_query.get()
+    ip = actor.ip
+    if ip and actor.user_id is not None:
+        ip = crypto.seal_for_subject(actor.user_id, ip)
+    entry = AuditEntry(seq=head.seq + 1, created_at=utcnow(), actor_id=actor.user_id,
+                       action=action, record_type=record_type, record_id=record_id,
+                       subject_id=subject_id, changes=json.dumps(changes, sort_keys=True),
+                       ip=ip, prev_hash=head.hash)
+    entry.hash = crypto.chain_hash(head.hash, _payload(entry))
+    entry.save(force_insert=True)
+    AuditHead.update(seq=entry.seq, hash=entry.hash).where(AuditHead.id == 1).execute()
+    return entry
+
+
+def _payload(entry: AuditEntry) -> str:
+    return json.dumps([entry.seq, entry.created_at.isoformat(), entry.actor_id, entry.action,
+                       entry.record_type, entry.record_id, entry.subject_id, entry.changes,
+                       entry.ip], ensure_ascii=False)
+
+
+def _fields(instance: BaseModel) -> dict:
+    return {name: instance.__data__.get(name) for name in instance._meta.fields}
+
+
+def create(actor: Actor, model: type[BaseModel], **values) -> BaseModel:
+    """Insert a row and record who created it with every value."""
+    with _audited():
+        instance = model.create(**values)
+        changes = _diff(instance, {}, _fields(instance))
+        _append(actor, "create", model.__name__, _record_id(instance),
+                instance.audit_subject_id(), changes)
+    return instance
+
+
+def update(actor: Actor, instance: BaseModel, action: str = "update", **values) -> dict:
+    """Change fields of a row and record old and new values; returns the changes
+    (empty, and nothing written, when no value differs)."""
+    old = _fields(instance)
+    new = dict(old)
+    new.update({k: _plain(v) for k, v in values.items()})
+    if all(_plain(old.get(k)) == new[k] for k in values):
+        return {}
+    with _audited():
+        changes = _diff(instance, old, new)
+        for name, value in values.items():
+            setattr(instance, name, value)
+        dirty = [instance._meta.fields[name] for name in values]
+        if "updated_at" in instance._meta.fields and "updated_at" not in values:
+            instance.updated_at = utcnow()
+            dirty.append(instance._meta.fields["updated_at"])
+        instance.save(only=dirty)
+        _append(actor, action, type(instance).__name__, _record_id(instance),
+                instance.audit_subject_id(), changes)
+    return changes
+
+
+def delete(actor: Actor, instance: BaseModel) -> None:
+    """Delete a row for good and record the values it had."""
+    with _audited():
+        changes = _diff(instance, _fields(instance), {})
+        instance.delete_instance()
+        _append(actor, "delete", type(instance).__name__, _record_id(instance),
+                instance.audit_subject_id(), changes)
+
+
+def record(actor: Actor, action: str, record_type: str, record_id: Any = None,
+           subject_id: int | None = None, details: dict | None = None) -> AuditEntry:
+    """Record an event that changes no row (login, failed login, export...).
+    ``details`` values are sealed under ``subject_id`` when one is given."""
+    sealed = {}
+    for key, value in (details or {}).items():
+        sealed[key] = crypto.seal_for_subject(subject_id, value) if subject_id else value
+    with _audited():
+        return _append(actor, action, record_type,
+                       None if record_id is None else str(record_id), subject_id, sealed)
+
+
+@contextlib.contextmanager
+def transaction() -> Iterator[None]:
+    """Group several audited writes into one transaction (all or nothing)."""
+    with _audited():
+        yield
+
+
+def read_changes(entry: AuditEntry) -> dict[str, list]:
+    """The entry's changes with sealed values opened (or "[erased]")."""
+    changes = json.loads(entry.changes)
+    return {k: [_reveal(v) for v in pair] if isinstance(pair, list) else _reveal(pair)
+            for k, pair in changes.items()}
+
+
+def _reveal(value: Any) -> Any:
+    return crypto.open_sealed(value) if crypto.is_sealed(value) else value
+
+
+def verify(batch: int = 1000) -> tuple[bool, str]:
+    """Walk the chain; (True, summary) or (False, the first broken entry)."""
+    prev, expected, last_id = GENESIS, 1, 0
+    while True:
+        rows = list(AuditEntry.select().where(AuditEntry.seq >= expected)
+                    .order_by(AuditEntry.seq).limit(batch))
+        for entry in rows:
+            if entry.seq != expected:
+                return False, f"entry #{expected} is missing (next is #{entry.seq})"
+            if entry.prev_hash != prev or crypto.chain_hash(prev, _payload(entry)) != entry.hash:
+                return False, f"entry #{entry.seq} (id {entry.id}) was altered"
+            prev, expected, last_id = entry.hash, expected + 1, entry.id
+        if len(rows) < batch:
+            break
+    head = AuditHead.get_by_id(1)
+    if head.seq != expected - 1 or head.hash != prev:
+        return False, f"entries after #{expected - 1} were removed (the chain head names #{head.seq})"
+    return True, f"{expected - 1} entries, chain intact"

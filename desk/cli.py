@@ -1,0 +1,108 @@
+"""Commands: each a thin call into services (``python app.py --help``)."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from desk import audit
+from desk.errors import DeskError
+
+
+def _app(ctx: click.Context, **overrides):
+    """The app given by the caller (tests) or one built from settings."""
+    obj = ctx.ensure_object(dict)
+    if "app" not in obj:
+        from desk import create_app
+        obj["app"] = create_app(overrides or None)
+    return obj["app"]
+
+
+@click.group()
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """desk: a self-hosted help center whose privacy features are the product."""
+    ctx.ensure_object(dict)
+
+
+@cli.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create the instance folder and keys, and apply schema migrations."""
+    from desk.db import db
+    from desk.migrations import migrate
+    app = _app(ctx)
+    with app.app_context():
+        done = migrate(db.obj)
+    click.echo(f"database ready ({len(done)} migration(s) applied)")
+
+
+@cli.command("create-admin")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.pass_context
+def create_admin(ctx: click.Context, email: str, name: str, password: str) -> None:
+    """Create an administrator account."""
+    from desk.services import people
+    app = _app(ctx)
+    with app.app_context():
+        try:
+            admin = people.create_admin(audit.SYSTEM, name, email, password)
+        except DeskError as err:
+            raise click.ClickException(str(err)) from None
+    click.echo(f"administrator {admin.email} created (id {admin.id})")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--cert", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM)")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM)")
+@click.option("--workers", type=int, default=None, help="worker processes (default DESK_WORKERS)")
+@click.option("--no-scheduler", is_flag=True, help="serve only; another process runs the jobs")
+@click.pass_context
+def run(ctx, host, port, cert, key, workers, no_scheduler) -> None:
+    """Serve the help center with the production server."""
+    from desk.db import db
+    from desk.migrations import migrate
+    from desk.server import serve
+    from desk.services import setup
+    if bool(cert) != bool(key):
+        raise click.UsageError("--cert and --key go together")
+    overrides = {"HTTPS": True} if cert else {}
+    app = _app(ctx, **overrides)
+    scheme = "https" if cert else "http"
+    with app.app_context():
+        migrate(db.obj)
+        token = setup.issue_token()
+    if token:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        click.echo(f"\n  No administrator yet. Create one (link works once):\n"
+                   f"  {scheme}://{shown}:{port}/setup/{token}\n")
+    click.echo(f"desk serving on {scheme}://{host}:{port} (region {app.config['REGION']})")
+    serve(overrides, host, port, workers or app.config["WORKERS"], app.config["THREADS"],
+          cert, key, scheduler=not no_scheduler)
+
+
+@cli.command("audit-verify")
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Check the audit log's hash chain; exit 1 naming the first broken entry."""
+    app = _app(ctx)
+    with app.app_context():
+        ok, message = audit.verify()
+    click.echo(("OK: " if ok else "BROKEN: ") + message)
+    if not ok:
+        sys.exit(1)
+
+
+@cli.command("send-mail")
+@click.pass_context
+def send_mail(ctx: click.Context) -> None:
+    """Deliver queued mail now (the scheduler does this every few seconds)."""
+    from desk.services import mail
+    app = _app(ctx)
+    with app.app_context():
+        sent, failed = mail.deliver_pending(app.config, limit=1000)
+    click.echo(f"{sent} sent, {failed} failed (will be retried)")

@@ -1,0 +1,67 @@
+"""Settings: defaults, then the instance file, then DESK_* environment variables.
+
+Tests and embedders pass a mapping to ``create_app`` which wins over all three.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULTS: dict[str, Any] = {
+    "DATA_DIR": "instance",
+    "DATABASE_URL": "",  # empty: sqlite:///<DATA_DIR>/desk.db
+    "REGION": "default",
+    "BASE_URL": "http://127.0.0.1:5000",
+    "RETENTION_DAYS": 60,
+    "SMTP_HOST": "",
+    "SMTP_PORT": 25,
+    "SMTP_USER": "",
+    "SMTP_PASSWORD": "",
+    "SMTP_STARTTLS": False,
+    "SMTP_TIMEOUT": 10,
+    "MAIL_FROM": "desk@localhost",
+    "ENCRYPTION_KEYS": "",  # JSON keyring; empty: <DATA_DIR>/keys.json
+    "SECRET_KEY": "",  # empty: <DATA_DIR>/secret_key
+    "HTTPS": False,  # set when a proxy in front terminates TLS
+    "PROXY_FIX": 0,  # number of trusted proxies setting X-Forwarded-*
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "LOGIN_ADDRESS_LIMIT": "20 per minute",
+    "LOGIN_ACCOUNT_MAX_FAILURES": 5,
+    "LOGIN_ACCOUNT_WINDOW_MINUTES": 15,
+    "ARGON2_TIME_COST": 3,
+    "ARGON2_MEMORY_COST": 65536,
+    "MAX_FIELD_LENGTH": 10000,
+    "WORKERS": 2,
+    "THREADS": 4,
+}
+
+LANGUAGES = ("en", "zh_Hans")
+
+
+def _coerce(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    return raw
+
+
+def load(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the effective settings (keys without the DESK_ prefix)."""
+    settings = dict(DEFAULTS)
+    overrides = dict(overrides or {})
+    data_dir = overrides.get("DATA_DIR") or os.environ.get("DESK_DATA_DIR") or settings["DATA_DIR"]
+    config_file = Path(os.environ.get("DESK_CONFIG_FILE", Path(data_dir) / "desk.toml"))
+    if config_file.is_file():
+        with config_file.open("rb") as fh:
+            settings.update({k.upper(): v for k, v in tomllib.load(fh).items()})
+    for key, default in DEFAULTS.items():
+        raw = os.environ.get(f"DESK_{key}")
+        if raw is not None:
+            settings[key] = _coerce(raw, default)
+    settings.update(overrides)
+    if not settings["DATABASE_URL"]:
+        settings["DATABASE_URL"] = f"sqlite:///{Path(settings['DATA_DIR']) / 'desk.db'}"
+    return settings

@@ -1,0 +1,204 @@
+"""The only module that touches cryptography: instance keys, data subject keys,
+sealed values, password hashing and tokens.
+
+The keyring lives outside the database (a 0600 file or DESK_ENCRYPTION_KEYS):
+{"active": "<id>", "keys": {"<id>": "<base64 32 bytes>"}}. Every sealed value
+names the key that sealed it, so keys can be rotated while old ones still open.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError
+from argon2.exceptions import VerificationError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from flask import current_app
+
+from desk.models import SubjectKey
+from desk.models import utcnow
+
+ERASED = "[erased]"
+_SEALED_PREFIX = "sealed:v1:"
+
+
+class Keyring:
+    """Instance keys by id, one of them active for new encryptions."""
+
+    def __init__(self, active: str, keys: dict[str, bytes]):
+        if active not in keys:
+            raise ValueError("the active key id is not in the keyring")
+        self.active = active
+        self.keys = keys
+
+    @classmethod
+    def from_json(cls, text: str) -> "Keyring":
+        data = json.loads(text)
+        keys = {kid: base64.b64decode(raw) for kid, raw in data["keys"].items()}
+        if any(len(k) != 32 for k in keys.values()):
+            raise ValueError("every key must be 32 bytes (AES-256)")
+        return cls(data["active"], keys)
+
+    def to_json(self) -> str:
+        keys = {kid: base64.b64encode(raw).decode() for kid, raw in self.keys.items()}
+        return json.dumps({"active": self.active, "keys": keys}, indent=2)
+
+
+def new_keyring() -> Keyring:
+    kid = "k" + secrets.token_hex(4)
+    return Keyring(kid, {kid: AESGCM.generate_key(bit_length=256)})
+
+
+def write_private_file(path: Path, text: str) -> bool:
+    """Create ``path`` with mode 0600 unless it exists; True if created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return True
+
+
+def load_keyring(config: dict) -> Keyring:
+    """The keyring from DESK_ENCRYPTION_KEYS, else the key file (made on first start)."""
+    if config.get("ENCRYPTION_KEYS"):
+        return Keyring.from_json(config["ENCRYPTION_KEYS"])
+    path = Path(config["DATA_DIR"]) / "keys.json"
+    write_private_file(path, new_keyring().to_json())
+    return Keyring.from_json(path.read_text())
+
+
+def load_secret_key(config: dict) -> str:
+    """The session signing key from config, else the secret file (made on first start)."""
+    if config.get("SECRET_KEY"):
+        return config["SECRET_KEY"]
+    path = Path(config["DATA_DIR"]) / "secret_key"
+    write_private_file(path, secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def _keyring() -> Keyring:
+    return current_app.extensions["desk.keyring"]
+
+
+def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def _open(key: bytes, blob: bytes, aad: bytes) -> bytes:
+    return AESGCM(key).decrypt(blob[:12], blob[12:], aad)
+
+
+# -- data subject keys -------------------------------------------------------
+
+def _wrap_aad(subject_id: int) -> bytes:
+    return f"subject-key:{subject_id}".encode()
+
+
+def _subject_key(subject_id: int, create: bool) -> bytes | None:
+    """The raw key of a data subject; None once destroyed (or absent and not created)."""
+    row = SubjectKey.get_or_none(SubjectKey.subject_id == subject_id)
+    if row is None:
+        if not create:
+            return None
+        ring = _keyring()
+        raw = AESGCM.generate_key(bit_length=256)
+        wrapped = _seal(ring.keys[ring.active], raw, _wrap_aad(subject_id))
+        SubjectKey.create(subject_id=subject_id, key_id=ring.active,
+                          wrapped_key=base64.b64encode(wrapped).decode())
+        return raw
+    if row.wrapped_key is None:
+        return None
+    master = _keyring().keys[row.key_id]
+    return _open(master, base64.b64decode(row.wrapped_key), _wrap_aad(subject_id))
+
+
+def destroy_subject_key(subject_id: int) -> None:
+    """Crypto-shred a person: their sealed values can never be opened again."""
+    row = SubjectKey.get_or_none(SubjectKey.subject_id == subject_id)
+    if row is None:
+        SubjectKey.create(subject_id=subject_id, destroyed_at=utcnow())
+        return
+    row.wrapped_key = None
+    row.key_id = None
+    row.destroyed_at = utcnow()
+    row.save()
+
+
+def seal_for_subject(subject_id: int, value) -> str:
+    """Encrypt a JSON-able value under the person's own key."""
+    key = _subject_key(subject_id, create=True)
+    if key is None:
+        return ERASED
+    aad = f"subject:{subject_id}".encode()
+    blob = _seal(key, json.dumps(value).encode(), aad)
+    return f"{_SEALED_PREFIX}{subject_id}:{base64.b64encode(blob).decode()}"
+
+
+def is_sealed(value) -> bool:
+    return isinstance(value, str) and value.startswith(_SEALED_PREFIX)
+
+
+def open_sealed(value):
+    """Decrypt a value from seal_for_subject; ERASED if its key was destroyed."""
+    subject, _, b64 = value[len(_SEALED_PREFIX):].partition(":")
+    key = _subject_key(int(subject), create=False)
+    if key is None:
+        return ERASED
+    try:
+        plain = _open(key, base64.b64decode(b64), f"subject:{subject}".encode())
+    except (InvalidTag, ValueError):
+        return ERASED
+    return json.loads(plain)
+
+
+# -- passwords and tokens ----------------------------------------------------
+
+def _hasher() -> PasswordHasher:
+    cfg = current_app.config
+    return PasswordHasher(time_cost=cfg["ARGON2_TIME_COST"], memory_cost=cfg["ARGON2_MEMORY_COST"])
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash (memory-hard) of the password."""
+    return _hasher().hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    if not password_hash:
+        # Spend the same effort as a real check so timing does not reveal accounts.
+        _hasher().hash(password)
+        return False
+    try:
+        return _hasher().verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def new_token(nbytes: int = 32) -> str:
+    """A random URL-safe token (setup links, confirmation links, sessions)."""
+    return secrets.token_urlsafe(nbytes)
+
+
+def token_hash(token: str) -> str:
+    """How tokens are stored: only their SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def tokens_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def chain_hash(prev_hash: str, payload: str) -> str:
+    """One link of the audit hash chain."""
+    return hashlib.sha256((prev_hash + "\n" + payload).encode()).hexdigest()

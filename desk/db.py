@@ -1,0 +1,76 @@
+"""The database: an unbound proxy, bound from the URL in the factory.
+
+SQLite runs in WAL mode with foreign keys, a busy timeout and secure_delete,
+so deleted personal data is overwritten rather than left in free pages.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from flask import Flask
+from peewee import DatabaseProxy
+from peewee import PostgresqlDatabase
+from peewee import SqliteDatabase
+from playhouse.db_url import connect
+
+db = DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "foreign_keys": 1,
+    "busy_timeout": 10000,
+    "secure_delete": 1,
+    "synchronous": "normal",
+}
+
+
+def open_database(url: str):
+    """Return a peewee database for ``url`` (sqlite:/// or postgresql://)."""
+    if url.startswith("sqlite"):
+        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    if url.startswith(("postgres://", "postgresql://")):
+        return connect(url)
+    raise ValueError(f"unsupported database URL: {url.split(':', 1)[0]}")
+
+
+def bind(url: str) -> None:
+    """Point the proxy at the database behind ``url``."""
+    current = db.obj
+    if current is not None and not current.is_closed():
+        current.close()
+    db.initialize(open_database(url))
+
+
+def is_sqlite() -> bool:
+    return isinstance(db.obj, SqliteDatabase)
+
+
+def is_postgres() -> bool:
+    return isinstance(db.obj, PostgresqlDatabase)
+
+
+@contextlib.contextmanager
+def write_transaction() -> Iterator[None]:
+    """A transaction that will write: on SQLite it takes the write lock first
+    (BEGIN IMMEDIATE) so two writers never deadlock on a lock upgrade."""
+    if is_sqlite() and not db.in_transaction():
+        with db.atomic("IMMEDIATE"):
+            yield
+    else:
+        with db.atomic():
+            yield
+
+
+def init_app(app: Flask) -> None:
+    """Bind the database and open/close a connection around each request."""
+    bind(app.config["DATABASE_URL"])
+
+    @app.before_request
+    def _connect() -> None:
+        db.connect(reuse_if_open=True)
+
+    @app.teardown_appcontext
+    def _close(exc: BaseException | None) -> None:
+        if not db.is_closed():
+            db.close()

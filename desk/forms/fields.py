@@ -1,0 +1,13 @@
+"""Validators shared by every form."""
+import unicodedata
+
+from flask_babel import lazy_gettext as _l
+from wtforms.validators import ValidationError
+
+
+class NoControlCharacters:
+    """Refuse NUL and other control characters (they break storage and display)."""
+
+    def __call__(self, form, field):
+        if any(unicodedata.category(ch) == "Cc" and ch not in "\n\r\t" for ch in field.data or ""):
+            raise ValidationError(_l("Text must not contain control characters."))

@@ -1,0 +1,83 @@
+"""The job table and the single-runner scheduler.
+
+The scheduler runs in one dedicated process (started by ``run``), and within
+the whole deployment only the holder of the "scheduler" lease runs jobs, so
+several app servers sharing one database still run each job once.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from flask import Flask
+from flask import current_app
+
+from desk.services import leases
+from desk.services import mail
+
+log = logging.getLogger("desk.jobs")
+
+LEASE = "scheduler"
+LEASE_TTL = dt.timedelta(seconds=90)
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    func: Callable[[], object]
+    seconds: int
+
+
+def deliver_mail() -> None:
+    mail.deliver_pending(current_app.config)
+
+
+def renew_lease() -> None:
+    """Nothing of its own: running it keeps the lease alive between other jobs."""
+
+
+JOBS = (
+    Job("renew-lease", renew_lease, 30),
+    Job("deliver-mail", deliver_mail, 15),
+)
+
+
+def holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def run_job(app: Flask, job: Job, holder: str) -> bool:
+    """Run one job if this process holds the scheduler lease; True if it ran."""
+    with app.app_context():
+        if not leases.hold(LEASE, holder, LEASE_TTL):
+            return False
+        try:
+            job.func()
+        except Exception:  # noqa: BLE001 - a failing job must not stop the scheduler
+            log.exception("job %s failed", job.name)
+        return True
+
+
+def run_scheduler(overrides: dict | None = None) -> None:
+    """Blocking: the scheduler process's main loop."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    from desk import create_app
+    app = create_app(overrides)
+    holder = holder_id()
+    scheduler = BlockingScheduler(timezone="UTC")
+    for job in JOBS:
+        scheduler.add_job(run_job, "interval", seconds=job.seconds, args=(app, job, holder),
+                          id=job.name, max_instances=1, coalesce=True,
+                          next_run_time=dt.datetime.now(dt.timezone.utc))
+    log.info("scheduler %s started", holder)
+    try:
+        scheduler.start()
+    finally:
+        with app.app_context():
+            leases.release(LEASE, holder)

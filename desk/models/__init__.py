@@ -1,0 +1,34 @@
+"""Peewee tables only. ALL_MODELS is in dependency order (create order)."""
+from desk.models.audit import AuditEntry
+from desk.models.audit import AuditHead
+from desk.models.base import BaseModel
+from desk.models.base import utcnow
+from desk.models.people import AgentDepartment
+from desk.models.people import Department
+from desk.models.people import Role
+from desk.models.people import User
+from desk.models.system import Lease
+from desk.models.system import MailMessage
+from desk.models.system import Setting
+from desk.models.system import SubjectKey
+from desk.models.tickets import Attachment
+from desk.models.tickets import Comment
+from desk.models.tickets import Ticket
+
+ALL_MODELS = [
+    Department,
+    Role,
+    User,
+    AgentDepartment,
+    Ticket,
+    Comment,
+    Attachment,
+    AuditEntry,
+    AuditHead,
+    Setting,
+    SubjectKey,
+    Lease,
+    MailMessage,
+]
+
+__all__ = [m.__name__ for m in ALL_MODELS] + ["ALL_MODELS", "BaseModel", "utcnow"]

@@ -1,0 +1,58 @@
+"""Operational tables: settings, data subject keys, scheduler leases, mail queue."""
+from peewee import CharField
+from peewee import DateTimeField
+from peewee import IntegerField
+from peewee import TextField
+
+from desk.models.base import BaseModel
+from desk.models.base import utcnow
+
+
+class Setting(BaseModel):
+    """Admin-changeable settings and instance state, as key -> JSON value."""
+
+    key = CharField(max_length=100, primary_key=True)
+    value = TextField()
+    updated_at = DateTimeField(default=utcnow)
+
+
+class SubjectKey(BaseModel):
+    """A person's own data key, wrapped under the instance key. Destroying it
+    (crypto-shredding) makes their sealed values unreadable. Written by
+    desk.crypto as part of audited actions."""
+
+    write_guard = False
+
+    subject_id = IntegerField(unique=True)
+    key_id = CharField(max_length=64, null=True)
+    wrapped_key = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    destroyed_at = DateTimeField(null=True)
+
+
+class Lease(BaseModel):
+    """Who runs a singleton (the scheduler) and until when."""
+
+    write_guard = False
+
+    name = CharField(max_length=100, primary_key=True)
+    holder = CharField(max_length=200)
+    expires_at = DateTimeField()
+
+
+class MailMessage(BaseModel):
+    """Outgoing mail, queued in the same transaction as the action that sends it
+    and delivered by a job with retries."""
+
+    write_guard = False
+
+    recipient = CharField(max_length=254)
+    subject = CharField(max_length=255)
+    body = TextField()
+    subject_id = IntegerField(null=True, index=True)
+    status = CharField(max_length=20, default="pending", index=True)
+    attempts = IntegerField(default=0)
+    next_attempt_at = DateTimeField(default=utcnow, index=True)
+    last_error = TextField(default="")
+    created_at = DateTimeField(default=utcnow)
+    sent_at = DateTimeField(null=True)

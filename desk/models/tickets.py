@@ -1,0 +1,86 @@
+"""Tickets, their comments and attachments.
+
+Free text is sealed in audit under the key of the person it mostly concerns:
+a ticket's under its requester, a comment's and a file name under their author.
+"""
+from peewee import BigIntegerField
+from peewee import BooleanField
+from peewee import CharField
+from peewee import DateTimeField
+from peewee import ForeignKeyField
+from peewee import IntegerField
+from peewee import TextField
+
+from desk.models.base import BaseModel
+from desk.models.base import utcnow
+from desk.models.people import Department
+from desk.models.people import User
+
+STATUSES = ("open", "on_hold", "closed")
+PRIORITIES = ("low", "normal", "high", "urgent")
+
+
+class Ticket(BaseModel):
+    personal_fields = ("subject", "description")
+
+    subject = CharField(max_length=255)
+    description = TextField(default="")
+    status = CharField(max_length=20, default="open")
+    priority = CharField(max_length=20, default="normal")
+    department = ForeignKeyField(Department, null=True, backref="tickets", on_delete="SET NULL")
+    requester = ForeignKeyField(User, backref="requested_tickets", on_delete="RESTRICT")
+    assignee = ForeignKeyField(User, null=True, backref="assigned_tickets", on_delete="SET NULL")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+    deleted_at = DateTimeField(null=True)
+    deleted_by = IntegerField(null=True)
+
+    class Meta:
+        indexes = (
+            (("requester", "deleted_at", "updated_at"), False),
+            (("assignee", "status", "updated_at"), False),
+            (("department", "status", "updated_at"), False),
+            (("status", "updated_at"), False),
+        )
+
+    def audit_subject_id(self) -> int | None:
+        return self.requester_id
+
+
+class Comment(BaseModel):
+    personal_fields = ("body",)
+
+    ticket = ForeignKeyField(Ticket, backref="comments", on_delete="CASCADE")
+    author = ForeignKeyField(User, backref="comments", on_delete="RESTRICT")
+    body = TextField()
+    is_public = BooleanField(default=True)
+    created_at = DateTimeField(default=utcnow)
+    deleted_at = DateTimeField(null=True)
+    deleted_by = IntegerField(null=True)
+
+    class Meta:
+        indexes = ((("ticket", "created_at"), False),)
+
+    def audit_subject_id(self) -> int | None:
+        return self.author_id
+
+
+class Attachment(BaseModel):
+    """A file on disk under the attachment folder; the row keeps its metadata."""
+
+    personal_fields = ("filename",)
+
+    ticket = ForeignKeyField(Ticket, backref="attachments", on_delete="CASCADE")
+    comment = ForeignKeyField(Comment, null=True, backref="attachments", on_delete="CASCADE")
+    uploader = ForeignKeyField(User, backref="attachments", on_delete="RESTRICT")
+    filename = CharField(max_length=255)
+    stored_name = CharField(max_length=64, unique=True)
+    content_type = CharField(max_length=100, default="application/octet-stream")
+    size = BigIntegerField(default=0)
+    sha256 = CharField(max_length=64)
+    created_at = DateTimeField(default=utcnow)
+    deleted_at = DateTimeField(null=True)
+    deleted_by = IntegerField(null=True)
+
+    def audit_subject_id(self) -> int | None:
+        return self.uploader_id

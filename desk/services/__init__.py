@@ -1,0 +1,1 @@
+"""Domain operations, each a plain function that takes the acting user."""

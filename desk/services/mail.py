@@ -1,0 +1,90 @@
+"""Outgoing mail: queued in the database with the action that causes it, then
+delivered by a job over SMTP, or into the outbox folder when no SMTP host is set."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate
+from email.utils import make_msgid
+from pathlib import Path
+
+from desk.db import write_transaction
+from desk.models import MailMessage
+from desk.models import utcnow
+
+MAX_ATTEMPTS = 20
+
+
+def queue(recipient: str, subject: str, body: str, subject_id: int | None = None) -> MailMessage:
+    """Queue a message (inside the caller's transaction, if any)."""
+    with write_transaction():
+        return MailMessage.create(recipient=recipient, subject=subject[:255], body=body,
+                                  subject_id=subject_id)
+
+
+def _message(config: dict, row: MailMessage) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = config["MAIL_FROM"]
+    msg["To"] = row.recipient
+    msg["Subject"] = row.subject
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=config["MAIL_FROM"].rpartition("@")[2] or "desk")
+    msg.set_content(row.body)
+    return msg
+
+
+def _write_outbox(config: dict, row: MailMessage, msg: EmailMessage) -> None:
+    outbox = Path(config["DATA_DIR"]) / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    final = outbox / f"{row.created_at:%Y%m%d-%H%M%S}-{row.id}.eml"
+    tmp = final.with_suffix(".tmp")
+    tmp.write_bytes(bytes(msg))
+    os.replace(tmp, final)
+
+
+def _send_smtp(config: dict, msg: EmailMessage) -> None:
+    with smtplib.SMTP(config["SMTP_HOST"], config["SMTP_PORT"], timeout=config["SMTP_TIMEOUT"]) as smtp:
+        if config["SMTP_STARTTLS"]:
+            smtp.starttls(context=ssl.create_default_context())
+        if config["SMTP_USER"]:
+            smtp.login(config["SMTP_USER"], config["SMTP_PASSWORD"])
+        smtp.send_message(msg)
+
+
+def deliver_pending(config: dict, limit: int = 50) -> tuple[int, int]:
+    """Send due messages; failures are retried later with growing delays.
+    Returns (sent, failed) for this run."""
+    now = utcnow()
+    due = list(MailMessage.select()
+               .where(MailMessage.status == "pending", MailMessage.next_attempt_at <= now)
+               .order_by(MailMessage.id).limit(limit))
+    sent = failed = 0
+    for row in due:
+        try:
+            msg = _message(config, row)
+            if config["SMTP_HOST"]:
+                _send_smtp(config, msg)
+            else:
+                _write_outbox(config, row, msg)
+        except (OSError, smtplib.SMTPException) as exc:
+            failed += 1
+            _failed(row, exc)
+            continue
+        sent += 1
+        with write_transaction():
+            (MailMessage.update(status="sent", sent_at=utcnow(), attempts=row.attempts + 1)
+             .where(MailMessage.id == row.id).execute())
+    return sent, failed
+
+
+def _failed(row: MailMessage, exc: Exception) -> None:
+    attempts = row.attempts + 1
+    delay = dt.timedelta(seconds=min(30 * 2 ** (attempts - 1), 3600))
+    status = "failed" if attempts >= MAX_ATTEMPTS else "pending"
+    with write_transaction():
+        (MailMessage.update(attempts=attempts, next_attempt_at=utcnow() + delay,
+                            last_error=str(exc)[:500], status=status)
+         .where(MailMessage.id == row.id).execute())

@@ -1,0 +1,114 @@
+"""Sign-up, sign-in, sign-out and the first-administrator setup link."""
+from flask import Blueprint
+from flask import current_app
+from flask import flash
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from flask_login import login_required
+from flask_login import login_user
+from flask_login import logout_user
+
+from desk import policy
+from desk.errors import DeskError
+from desk.extensions import limiter
+from desk.forms.auth import EmptyForm
+from desk.forms.auth import LoginForm
+from desk.forms.auth import SetupForm
+from desk.forms.auth import SignupForm
+from desk.services import auth as auth_service
+from desk.services import people
+from desk.services import setup
+from desk.web.guards import client_ip
+
+bp = Blueprint("auth", __name__)
+
+
+def _login_limit() -> str:
+    return current_app.config["LOGIN_ADDRESS_LIMIT"]
+
+
+def _form_error(form, err: DeskError, template: str, **context):
+    """Re-render a form with the service's message and its 4xx status."""
+    form.form_errors.append(str(err))
+    return render_template(template, form=form, **context), err.status
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+def signup():
+    """An end user creates an account and is signed in."""
+    if current_user.is_authenticated:
+        return redirect(url_for(policy.landing(current_user)))
+    form = SignupForm()
+    if not form.validate_on_submit():
+        return render_template("auth/signup.html", form=form), 400 if form.is_submitted() else 200
+    try:
+        user = people.sign_up(form.name.data, form.email.data, form.password.data, client_ip())
+    except DeskError as err:
+        return _form_error(form, err, "auth/signup.html")
+    login_user(user)
+    flash(_("Welcome, %(name)s. Your account is ready.", name=user.name), "success")
+    return redirect(url_for("portal.my_tickets"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+def login():
+    """One sign-in for agents and end users."""
+    if current_user.is_authenticated:
+        return redirect(url_for(policy.landing(current_user)))
+    form = LoginForm()
+    if not form.validate_on_submit():
+        return render_template("auth/login.html", form=form), 400 if form.is_submitted() else 200
+    cfg = current_app.config
+    try:
+        user = auth_service.authenticate(form.email.data, form.password.data, client_ip(),
+                                         cfg["LOGIN_ACCOUNT_MAX_FAILURES"],
+                                         cfg["LOGIN_ACCOUNT_WINDOW_MINUTES"])
+    except DeskError as err:
+        return _form_error(form, err, "auth/login.html")
+    login_user(user, remember=form.remember.data)
+    return redirect(_safe_next() or url_for(policy.landing(user)))
+
+
+def _safe_next() -> str | None:
+    """The ?next= target when it stays on this site."""
+    target = request.args.get("next", "")
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    """Sign out (a POST with a CSRF token, never a GET)."""
+    form = EmptyForm()
+    if not form.validate_on_submit():
+        return redirect(url_for("portal.home"))
+    auth_service.logout(current_user, client_ip())
+    logout_user()
+    flash(_("You are signed out."), "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/setup/<token>", methods=["GET", "POST"])
+def first_admin(token: str):
+    """The one-time link printed on first start: create the first administrator."""
+    setup.check_token(token)
+    form = SetupForm()
+    if not form.validate_on_submit():
+        return render_template("auth/setup.html", form=form, token=token), \
+            400 if form.is_submitted() else 200
+    try:
+        admin = setup.complete(token, form.name.data, form.email.data, form.password.data,
+                               client_ip())
+    except DeskError as err:
+        return _form_error(form, err, "auth/setup.html", token=token)
+    login_user(admin)
+    flash(_("Your administrator account is ready."), "success")
+    return redirect(url_for("agent.tickets"))

@@ -1,0 +1,138 @@
+"""Fixtures: a real, freshly migrated database per test, on SQLite and (when
+DESK_TEST_POSTGRES_URL is set) on PostgreSQL; the app built by create_app."""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
+
+import pytest
+
+from desk import create_app
+from desk.db import db
+from desk.migrations import migrate
+
+PG_URL = os.environ.get("DESK_TEST_POSTGRES_URL", "")
+REQUIRE_PG = os.environ.get("DESK_TEST_REQUIRE_POSTGRES") == "1"
+
+TEST_CONFIG = {
+    "TESTING": True,
+    "ARGON2_TIME_COST": 1,
+    "ARGON2_MEMORY_COST": 64,
+    "SECRET_KEY": "test-secret",
+    "MAIL_FROM": "help@desk.test",
+}
+
+
+def _pg_admin_connect():
+    import psycopg2
+    conn = psycopg2.connect(PG_URL)
+    conn.autocommit = True
+    return conn
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """One PostgreSQL database for this test process; each test resets its schema."""
+    if not PG_URL:
+        if REQUIRE_PG:
+            pytest.fail("DESK_TEST_POSTGRES_URL is not set but PostgreSQL tests are required")
+        pytest.skip("DESK_TEST_POSTGRES_URL not set")
+    try:
+        conn = _pg_admin_connect()
+    except Exception as exc:  # noqa: BLE001
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    name = f"desk_test_{uuid.uuid4().hex[:10]}"
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    yield _with_database(PG_URL, name)
+    from desk.db import db as proxy
+    if proxy.obj is not None and not proxy.obj.is_closed():
+        proxy.obj.close()
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def database_url(backend, tmp_path, request):
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'desk.db'}"
+    url = request.getfixturevalue("pg_database")
+    import psycopg2
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    conn.close()
+    return url
+
+
+@pytest.fixture
+def make_app(database_url, tmp_path):
+    """Build an app on this test's database; extra settings as keyword arguments."""
+    def factory(**overrides):
+        config = dict(TEST_CONFIG, DATABASE_URL=database_url, DATA_DIR=str(tmp_path / "instance"))
+        config.update(overrides)
+        app = create_app(config)
+        with app.app_context():
+            migrate(db.obj)
+        return app
+    yield factory
+    if db.obj is not None and not db.obj.is_closed():
+        db.obj.close()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def ctx(app):
+    """An application context, for calling services directly."""
+    with app.app_context():
+        db.connect(reuse_if_open=True)
+        yield app
+        if not db.is_closed():
+            db.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def csrf_token(client, path: str = "/login") -> str:
+    """The CSRF token a page's form carries (as a browser would read it)."""
+    html = client.get(path).get_data(as_text=True)
+    match = CSRF_RE.search(html)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def post_form(client, path: str, data: dict, form_page: str | None = None, **kwargs):
+    """POST ``data`` with the CSRF token taken from ``form_page`` (default: ``path``)."""
+    token = csrf_token(client, form_page or path)
+    return client.post(path, data={**data, "csrf_token": token}, **kwargs)
+
+
+def login(client, email: str, password: str, **extra):
+    return post_form(client, "/login", {"email": email, "password": password, **extra})
