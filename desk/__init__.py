@@ -25,6 +25,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     i18n.init_app(app)
     from desk.web import errors, headers, register_blueprints
     headers.init_app(app)
+    if app.config["PROXY_FIX"]:
+        n = app.config["PROXY_FIX"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     errors.init_app(app)
     register_blueprints(app)
     init_templates(app)
@@ -49,9 +52,6 @@ def init_instance(app: Flask) -> None:
         RATELIMIT_STORAGE_URI=app.config["RATELIMIT_STORAGE_URI"],
         RATELIMIT_HEADERS_ENABLED=True,
     )
-    if app.config["PROXY_FIX"]:
-        n = app.config["PROXY_FIX"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
 
 
 def init_extensions(app: Flask) -> None:

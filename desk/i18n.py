@@ -3,6 +3,7 @@ Accept-Language. English and Simplified Chinese."""
 from pathlib import Path
 
 from flask import Flask
+from flask import has_request_context
 from flask import request
 from flask import session
 from flask_babel import get_locale
@@ -16,6 +17,8 @@ LANGUAGE_NAMES = {"en": "English", "zh_Hans": "简体中文"}
 
 
 def select_locale() -> str:
+    if not has_request_context():
+        return "en"
     user_language = getattr(current_user, "language", "") if current_user else ""
     if user_language in LANGUAGES:
         return user_language

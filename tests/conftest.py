@@ -9,6 +9,9 @@ from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
 import pytest
+from flask import g
+from flask import has_app_context
+from flask.testing import FlaskClient
 
 from desk import create_app
 from desk.db import db
@@ -112,8 +115,20 @@ def ctx(app):
             db.close()
 
 
+class FreshClient(FlaskClient):
+    """A test client whose every request starts with an empty ``g``, as in
+    production, even while a test holds an app context open (``ctx``)."""
+
+    def open(self, *args, **kwargs):
+        if has_app_context():
+            for name in list(vars(g)):
+                delattr(g, name)
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def client(app):
+    app.test_client_class = FreshClient
     return app.test_client()
 
 

@@ -54,6 +54,12 @@ def authenticate(email: str, password: str, ip: str, max_failures: int,
     return user
 
 
+def address_throttled(ip: str, path: str) -> None:
+    """Record an attempt refused because this address tried too often."""
+    audit.record(Actor(None, ip), "login_failed", "User", None,
+                 details={"reason": "address_throttled", "path": path})
+
+
 def logout(user: User, ip: str) -> None:
     audit.record(Actor(user.id, ip), "logout", "User", user.id, subject_id=user.id)
 

@@ -5,6 +5,8 @@ import unicodedata
 
 from email_validator import EmailNotValidError
 from email_validator import validate_email
+from flask import current_app
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from peewee import IntegrityError
 from peewee import fn
@@ -18,6 +20,7 @@ from desk.models import Role
 from desk.models import User
 from desk.models.people import AGENT
 from desk.models.people import END_USER
+from desk.services import mail
 
 NAME_MAX = 200
 PASSWORD_MIN = 8
@@ -79,9 +82,15 @@ def _create_person(actor: Actor | None, kind: str, name: str, email: str, passwo
 
 
 def sign_up(name: str, email: str, password: str, ip: str = "") -> User:
-    """An end user creates their own account (they are the actor)."""
-    user = _create_person(None, END_USER, name, email, password)
-    audit.record(Actor(user.id, ip), "signup", "User", user.id, subject_id=user.id)
+    """An end user creates their own account (they are the actor) and is
+    sent a welcome message."""
+    with audit.transaction():
+        user = _create_person(None, END_USER, name, email, password)
+        audit.record(Actor(user.id, ip), "signup", "User", user.id, subject_id=user.id)
+        mail.queue(user.email, _("Welcome to the help center"),
+                   _("Hello %(name)s,\n\nYour account is ready. Follow your requests at "
+                     "%(url)s\n", name=user.name, url=f"{current_app.config['BASE_URL']}/my/tickets"),
+                   subject_id=user.id)
     return user
 
 

@@ -31,6 +31,11 @@ def _login_limit() -> str:
     return current_app.config["LOGIN_ADDRESS_LIMIT"]
 
 
+def _throttled(limit) -> None:
+    """flask-limiter refused a sign-in or sign-up: the attempt is audited too."""
+    auth_service.address_throttled(client_ip(), request.path)
+
+
 def _form_error(form, err: DeskError, template: str, **context):
     """Re-render a form with the service's message and its 4xx status."""
     form.form_errors.append(str(err))
@@ -38,7 +43,7 @@ def _form_error(form, err: DeskError, template: str, **context):
 
 
 @bp.route("/signup", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], on_breach=_throttled)
 def signup():
     """An end user creates an account and is signed in."""
     if current_user.is_authenticated:
@@ -56,7 +61,7 @@ def signup():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], on_breach=_throttled)
 def login():
     """One sign-in for agents and end users."""
     if current_user.is_authenticated:

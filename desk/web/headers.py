@@ -7,11 +7,29 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "frame-ancestors 'none'")
 
 
-def _secure(request_is_https: bool, app: Flask) -> bool:
-    return request_is_https or app.config["HTTPS"]
+class SecureCookies:
+    """WSGI middleware: over HTTPS (or when HTTPS is forced by config) every
+    cookie gets the Secure flag, whoever set it (session, remember-me, CSRF)."""
+
+    def __init__(self, wsgi_app, always: bool):
+        self.wsgi_app = wsgi_app
+        self.always = always
+
+    def __call__(self, environ, start_response):
+        secure = self.always or environ.get("wsgi.url_scheme") == "https"
+
+        def _start_response(status, headers, exc_info=None):
+            if secure:
+                headers = [(k, v + "; Secure" if k.lower() == "set-cookie" and "; Secure" not in v
+                            else v) for k, v in headers]
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, _start_response)
 
 
 def init_app(app: Flask) -> None:
+    app.wsgi_app = SecureCookies(app.wsgi_app, app.config["HTTPS"])
+
     @app.after_request
     def _headers(response):
         h = response.headers
@@ -21,9 +39,6 @@ def init_app(app: Flask) -> None:
         h.setdefault("Referrer-Policy", "same-origin")
         h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-        if _secure(request.is_secure, app):
+        if request.is_secure or app.config["HTTPS"]:
             h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-            cookies = h.getlist("Set-Cookie")
-            if cookies:
-                h.setlist("Set-Cookie", [c if "; Secure" in c else c + "; Secure" for c in cookies])
         return response

@@ -1,0 +1,178 @@
+"""Sign-up, sign-in, sign-out, landing pages, sessions and the setup link."""
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from desk import audit
+from desk import crypto
+from desk.cli import cli
+from desk.models import AuditEntry
+from desk.models import MailMessage
+from desk.models import User
+from desk.services import setup
+from tests import factories
+from tests.conftest import csrf_token
+from tests.conftest import login
+from tests.conftest import post_form
+
+
+def _actions(record_id=None):
+    query = AuditEntry.select().order_by(AuditEntry.seq)
+    if record_id is not None:
+        query = query.where(AuditEntry.record_id == str(record_id))
+    return [e.action for e in query]
+
+
+def signup(client, name="Ann Example", email="ann@example.com", password="a good password"):
+    return post_form(client, "/signup", {"name": name, "email": email, "password": password})
+
+
+def test_signup_creates_an_end_user_and_signs_them_in(ctx, client):
+    resp = signup(client, name="张伟 🙂", email="Zhang.Wei@Example.com")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/my/tickets")
+    user = User.get(User.email == "zhang.wei@example.com")
+    assert user.kind == "end_user" and user.name == "张伟 🙂"
+    assert user.password_hash.startswith("$argon2id$")
+    page = client.get("/my/tickets").get_data(as_text=True)
+    assert "My Tickets" in page and "张伟 🙂" in page
+    assert _actions(user.id) == ["create", "signup"]
+    welcome = MailMessage.get(MailMessage.recipient == user.email)
+    assert "/my/tickets" in welcome.body
+
+
+BAD_SIGNUPS = [
+    ({"name": ""}, "Enter your name."),
+    ({"name": "x" * 10_000}, "Field cannot be longer than 200 characters."),
+    ({"name": "Nul\x00Byte"}, "control characters"),
+    ({"email": ""}, "Enter your email address."),
+    ({"email": "not-an-email"}, "Enter a valid email address."),
+    ({"email": "a" * 10_000 + "@example.com"}, "Field cannot be longer than 254 characters."),
+    ({"email": "nul\x00@example.com"}, "control characters"),
+    ({"password": ""}, "Choose a password."),
+    ({"password": "short"}, "Field must be between 8 and 1024 characters long."),
+    ({"password": "p" * 10_000}, "Field must be between 8 and 1024 characters long."),
+]
+
+
+@pytest.mark.parametrize("bad,message", BAD_SIGNUPS, ids=[m for _, m in BAD_SIGNUPS])
+def test_bad_signup_input_is_refused_clearly(ctx, client, bad, message):
+    fields = {"name": "Ann", "email": "ann@example.com", "password": "a good password", **bad}
+    resp = post_form(client, "/signup", fields)
+    assert resp.status_code == 400
+    assert message in resp.get_data(as_text=True)
+    assert User.select().count() == 0
+
+
+def test_duplicate_email_is_refused_in_any_case(ctx, client):
+    factories.end_user(email="taken@example.com")
+    resp = signup(client, email="TAKEN@example.com")
+    assert resp.status_code == 409
+    assert "already exists" in resp.get_data(as_text=True)
+    assert User.select().where(User.email == "taken@example.com").count() == 1
+
+
+@pytest.mark.parametrize("email,password", [
+    ("", ""), ("x" * 10_000, "y"), ("nobody@example.com", "\x00" * 10), ("😀@例子.中国", "密码密码密码密码"),
+])
+def test_bad_login_input_never_errors(ctx, client, email, password):
+    resp = login(client, email, password)
+    assert resp.status_code == 400
+    assert "Sign in" in resp.get_data(as_text=True)
+
+
+def test_wrong_password_is_refused_and_audited(ctx, client):
+    user = factories.end_user(email="ann@example.com")
+    resp = login(client, "ann@example.com", "not the password")
+    assert resp.status_code == 400
+    assert "Wrong email address or password." in resp.get_data(as_text=True)
+    assert _actions(user.id)[-1] == "login_failed"
+
+
+def test_agent_lands_on_agent_tickets(ctx, client):
+    factories.agent(email="agent@example.com")
+    resp = login(client, "agent@example.com", factories.PASSWORD)
+    assert resp.headers["Location"].endswith("/agent/tickets")
+    assert client.get("/agent/tickets").status_code == 200
+
+
+def test_end_user_lands_on_my_tickets_and_cannot_open_the_desk(ctx, client):
+    factories.end_user(email="ann@example.com")
+    resp = login(client, "ann@example.com", factories.PASSWORD)
+    assert resp.headers["Location"].endswith("/my/tickets")
+    assert client.get("/agent/tickets").status_code == 403
+
+
+def test_pages_need_a_signed_in_user(client):
+    for path in ("/my/tickets", "/agent/tickets"):
+        resp = client.get(path)
+        assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+
+
+def test_login_follows_a_local_next_only(ctx, client):
+    factories.end_user(email="ann@example.com")
+    token = csrf_token(client)
+    data = {"email": "ann@example.com", "password": factories.PASSWORD, "csrf_token": token}
+    resp = client.post("/login?next=//evil.example/x", data=data)
+    assert resp.headers["Location"].endswith("/my/tickets")
+
+
+def test_logout_is_a_post_and_is_audited(ctx, client):
+    user = factories.end_user(email="ann@example.com")
+    login(client, "ann@example.com", factories.PASSWORD)
+    assert client.get("/logout").status_code == 405
+    resp = post_form(client, "/logout", {}, form_page="/my/tickets")
+    assert resp.status_code == 302
+    assert client.get("/my/tickets").status_code == 302
+    assert _actions(user.id)[-2:] == ["login", "logout"]
+
+
+def test_remember_me_sets_a_lasting_cookie(ctx, client):
+    factories.end_user(email="ann@example.com")
+    resp = login(client, "ann@example.com", factories.PASSWORD, remember="y")
+    cookies = resp.headers.getlist("Set-Cookie")
+    remember = [c for c in cookies if c.startswith("remember_token=")]
+    assert remember and "Expires=" in remember[0] and "HttpOnly" in remember[0]
+
+
+def test_rotating_the_session_token_signs_out_other_sessions(ctx, client):
+    user = factories.end_user(email="ann@example.com")
+    login(client, "ann@example.com", factories.PASSWORD, remember="y")
+    assert client.get("/my/tickets").status_code == 200
+    audit.update(audit.SYSTEM, user, session_token=crypto.new_token(24))
+    assert client.get("/my/tickets").status_code == 302
+
+
+def test_deactivated_user_cannot_sign_in_or_stay_signed_in(ctx, client):
+    user = factories.end_user(email="ann@example.com")
+    login(client, "ann@example.com", factories.PASSWORD)
+    audit.update(audit.SYSTEM, user, is_active=False)
+    assert client.get("/my/tickets").status_code == 302
+    assert login(client, "ann@example.com", factories.PASSWORD).status_code == 400
+
+
+def test_setup_link_creates_the_first_admin_once(ctx, client):
+    token = setup.issue_token()
+    assert client.get(f"/setup/{token}").status_code == 200
+    assert client.get("/setup/not-the-token").status_code == 404
+    resp = post_form(client, f"/setup/{token}",
+                     {"name": "Ada Admin", "email": "ada@example.com", "password": "admin password"})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/agent/tickets")
+    admin = User.get(User.email == "ada@example.com")
+    assert admin.kind == "agent" and admin.role.is_admin
+    assert client.get(f"/setup/{token}").status_code == 404
+    assert setup.issue_token() is None
+
+
+def test_create_admin_command(ctx):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["create-admin", "--email", "root@example.com", "--name", "Root",
+                                 "--password", "a long password"], obj={"app": ctx})
+    assert result.exit_code == 0, result.output
+    assert User.get(User.email == "root@example.com").role.is_admin
+    again = runner.invoke(cli, ["create-admin", "--email", "root@example.com", "--name", "Root",
+                                "--password", "a long password"], obj={"app": ctx})
+    assert again.exit_code != 0 and "already exists" in again.output
+    bad = runner.invoke(cli, ["create-admin", "--email", "nope", "--name", "Root",
+                              "--password", "a long password"], obj={"app": ctx})
+    assert bad.exit_code != 0 and "valid email" in bad.output

@@ -1,0 +1,116 @@
+"""Security baseline: CSRF, headers, cookies, rate limits, password storage."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from desk.models import AuditEntry
+from tests import factories
+from tests.conftest import CSRF_RE
+from tests.conftest import csrf_token
+from tests.conftest import login
+from tests.conftest import post_form
+
+
+def test_post_without_csrf_token_is_refused_with_a_clear_page(ctx, client):
+    factories.end_user(email="ann@example.com")
+    for path, data in [("/login", {"email": "ann@example.com", "password": factories.PASSWORD}),
+                       ("/signup", {"name": "A", "email": "b@example.com", "password": "longenough"})]:
+        resp = client.post(path, data=data)
+        assert resp.status_code == 400
+        assert "The form expired or was sent from elsewhere" in resp.get_data(as_text=True)
+    assert AuditEntry.select().where(AuditEntry.action == "login").count() == 0
+
+
+def test_stale_csrf_token_from_another_session_is_refused(ctx, app, client):
+    other = app.test_client()
+    token = csrf_token(other)
+    resp = client.post("/login", data={"email": "x@example.com", "password": "y", "csrf_token": token})
+    assert resp.status_code == 400
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/signup", "/healthz", "/no-such-page"])
+def test_security_headers_on_every_response(client, path):
+    resp = client.get(path)
+    csp = resp.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Referrer-Policy"] == "same-origin"
+    assert "Strict-Transport-Security" not in resp.headers
+
+
+def test_pages_have_no_inline_scripts(client):
+    for path in ("/", "/login", "/signup"):
+        html = client.get(path).get_data(as_text=True)
+        assert "<script>" not in html and "onclick=" not in html
+
+
+def test_cookies_are_httponly_and_lax(ctx, client):
+    factories.end_user(email="ann@example.com")
+    resp = login(client, "ann@example.com", factories.PASSWORD, remember="y")
+    cookies = resp.headers.getlist("Set-Cookie")
+    assert cookies
+    for cookie in cookies:
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert "Secure" not in cookie  # plain HTTP on loopback
+
+
+def test_cookies_are_secure_and_hsts_sent_over_https(ctx, app):
+    factories.end_user(email="ann@example.com")
+    client = app.test_client()
+    page = client.get("/login", base_url="https://desk.test")
+    assert "max-age=" in page.headers["Strict-Transport-Security"]
+    token = CSRF_RE.search(page.get_data(as_text=True)).group(1)
+    resp = client.post("/login", base_url="https://desk.test",
+                       data={"email": "ann@example.com", "password": factories.PASSWORD,
+                             "remember": "y", "csrf_token": token},
+                       headers={"Referer": "https://desk.test/login"})
+    assert resp.status_code == 302
+    cookies = resp.headers.getlist("Set-Cookie")
+    assert cookies and all("Secure" in c for c in cookies)
+
+
+def test_wrong_passwords_for_one_account_are_throttled_and_audited(ctx, client):
+    user = factories.end_user(email="ann@example.com")
+    for _ in range(5):
+        assert login(client, "ann@example.com", "wrong password").status_code == 400
+    resp = login(client, "ann@example.com", factories.PASSWORD)  # even the right one waits
+    assert resp.status_code == 429
+    assert "Too many failed sign-in attempts" in resp.get_data(as_text=True)
+    failed = AuditEntry.select().where(AuditEntry.action == "login_failed",
+                                       AuditEntry.record_id == str(user.id)).count()
+    assert failed == 6
+    assert AuditEntry.select().where(AuditEntry.action == "login").count() == 0
+
+
+def test_other_accounts_are_not_throttled_by_one_accounts_failures(ctx, client):
+    factories.end_user(email="ann@example.com")
+    factories.end_user(email="bob@example.com")
+    for _ in range(5):
+        login(client, "ann@example.com", "wrong password")
+    assert login(client, "bob@example.com", factories.PASSWORD).status_code == 302
+
+
+def test_one_address_is_limited_across_accounts(make_app):
+    app = make_app(LOGIN_ADDRESS_LIMIT="3 per minute")
+    client = app.test_client()
+    statuses = [login(client, f"user{n}@example.com", "whatever pass").status_code for n in range(4)]
+    assert statuses == [400, 400, 400, 429]
+    with app.app_context():
+        assert AuditEntry.select().where(AuditEntry.action == "login_failed").count() >= 4
+
+
+def test_password_is_hashed_with_argon2_and_never_logged(ctx, app, client, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret = "unforgettable-Passw0rd"
+    resp = post_form(client, "/signup", {"name": "Ann", "email": "ann@example.com", "password": secret})
+    assert resp.status_code == 302
+    assert login(app.test_client(), "ann@example.com", secret + "x").status_code == 400
+    from desk.models import User
+    stored = User.get(User.email == "ann@example.com").password_hash
+    assert stored.startswith("$argon2id$") and secret not in stored
+    assert secret not in caplog.text
+    assert all(secret not in (e.changes + e.ip) for e in AuditEntry.select())
