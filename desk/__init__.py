@@ -14,8 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, instance files, database, extensions, pages."""
+    from desk.web.uploads import DeskRequest
     app = Flask(__name__, template_folder=str(ROOT / "templates"),
                 static_folder=str(ROOT / "static"))
+    app.request_class = DeskRequest
     app.config.update(config_module.load(config))
     init_instance(app)
     from desk import db
@@ -48,7 +50,10 @@ def init_instance(app: Flask) -> None:
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SECURE=app.config["HTTPS"],
-        MAX_CONTENT_LENGTH=50 * 1024 * 1024,
+        # Files past their limits are noticed while they stream in (desk.web.uploads),
+        # so the form's text survives; this cap only stops abuse.
+        MAX_CONTENT_LENGTH=2 * app.config["ATTACHMENTS_MAX_BYTES"] + 2**20,
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,
         RATELIMIT_STORAGE_URI=app.config["RATELIMIT_STORAGE_URI"],
         RATELIMIT_HEADERS_ENABLED=True,
     )
@@ -63,8 +68,8 @@ def init_extensions(app: Flask) -> None:
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
     login_manager.user_loader(load_session_user)
-    from flask_babel import lazy_gettext
-    login_manager.login_message = lazy_gettext("Please sign in to see this page.")
+    from flask_babel import lazy_gettext as _l
+    login_manager.login_message = _l("Please sign in to see this page.")
     login_manager.login_message_category = "info"
 
 
@@ -72,5 +77,7 @@ def init_templates(app: Flask) -> None:
     """Globals for templates: the policy (so pages hide what one may not do)."""
     from desk import policy
     from desk.forms.auth import EmptyForm
+    from desk.web.labels import PRIORITY_LABELS, STATUS_LABELS
     app.jinja_env.globals.update(can=policy.can, is_agent=policy.is_agent,
-                                 is_admin=policy.is_admin, EmptyForm=EmptyForm)
+                                 is_admin=policy.is_admin, EmptyForm=EmptyForm,
+                                 STATUS_LABELS=STATUS_LABELS, PRIORITY_LABELS=PRIORITY_LABELS)

@@ -32,7 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_ACCOUNT_WINDOW_MINUTES": 15,
     "ARGON2_TIME_COST": 3,
     "ARGON2_MEMORY_COST": 65536,
-    "MAX_FIELD_LENGTH": 10000,
+    "ATTACHMENT_MAX_MB": 20,  # per file
+    "UPLOAD_MAX_MB": 50,  # all files of one request
     "WORKERS": 2,
     "THREADS": 4,
 }
@@ -62,6 +63,8 @@ def load(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if raw is not None:
             settings[key] = _coerce(raw, default)
     settings.update(overrides)
+    settings["ATTACHMENT_MAX_BYTES"] = settings["ATTACHMENT_MAX_MB"] * 2**20
+    settings["ATTACHMENTS_MAX_BYTES"] = settings["UPLOAD_MAX_MB"] * 2**20
     if not settings["DATABASE_URL"]:
         settings["DATABASE_URL"] = f"sqlite:///{Path(settings['DATA_DIR']) / 'desk.db'}"
     return settings

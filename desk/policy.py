@@ -53,3 +53,64 @@ def require_agent(user) -> None:
 def landing(user) -> str:
     """The endpoint a user lands on after signing in."""
     return "agent.tickets" if is_agent(user) else "portal.my_tickets"
+
+
+# -- tickets -----------------------------------------------------------------
+
+def department_ids(user) -> set[int]:
+    """Departments the agent belongs to."""
+    from desk.models import AgentDepartment
+    return {link.department_id for link in
+            AgentDepartment.select(AgentDepartment.department).where(AgentDepartment.agent == user.id)}
+
+
+def ticket_filter(user):
+    """A peewee condition selecting the tickets ``user`` may see (deny by default)."""
+    from desk.models import Department
+    from desk.models import Ticket
+    from desk.models.people import SCOPE_ALL
+    from desk.models.people import SCOPE_ASSIGNED
+    if not _active(user):
+        return Ticket.id.is_null()  # nothing
+    if user.kind == "end_user":
+        return Ticket.requester == user.id
+    if not can(user, "tickets:view"):
+        return Ticket.id.is_null()
+    if is_admin(user):
+        return Ticket.id.is_null(False)  # every ticket
+    mine = department_ids(user)
+    private = [d.id for d in Department.select(Department.id).where(Department.is_private == True)  # noqa: E712
+               if d.id not in mine]
+    assigned = Ticket.assignee == user.id
+    scope = user.role.ticket_scope
+    if scope == SCOPE_ASSIGNED:
+        return assigned
+    if scope == SCOPE_ALL:
+        visible = Ticket.department.is_null() | Ticket.department.not_in(private or [0])
+    else:
+        visible = Ticket.department.is_null() | Ticket.department.in_(mine or [0])
+    return visible | assigned
+
+
+def can_see_ticket(user, ticket) -> bool:
+    from desk.models import Ticket
+    return Ticket.select().where(Ticket.id == ticket.id, ticket_filter(user)).exists()
+
+
+def sees_private_comments(user) -> bool:
+    """Private agent notes are for agents who may view comments, never end users."""
+    return is_agent(user) and can(user, "comments:view")
+
+
+def can_reply(user, ticket, public: bool) -> bool:
+    if user.kind == "end_user":
+        return public and ticket.requester_id == user.id
+    return can(user, "comments:create") and (not public or can(user, "tickets:edit"))
+
+
+def can_edit_ticket(user) -> bool:
+    return can(user, "tickets:edit")
+
+
+def can_delete(user, module: str) -> bool:
+    return can(user, f"{module}:delete")

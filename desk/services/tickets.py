@@ -1,12 +1,49 @@
-"""Tickets as their requesters and agents see them (lists for now)."""
+"""Tickets, their conversations and attachments, for requesters and agents.
+
+Every function takes the acting user; what they may see and do is asked of
+desk.policy, and every write goes through desk.audit.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field
 
+from flask import current_app
+from flask_babel import lazy_gettext as _l
+from peewee import JOIN
+from peewee import Case
+from peewee import fn
+from peewee import prefetch
+
+from desk import audit
+from desk import policy
+from desk.audit import Actor
+from desk.errors import InvalidInput
+from desk.errors import NotFound
+from desk.errors import PermissionDenied
+from desk.models import AgentDepartment
+from desk.models import Attachment
+from desk.models import Comment
+from desk.models import Department
 from desk.models import Ticket
 from desk.models import User
+from desk.models import utcnow
+from desk.models.tickets import PRIORITIES
+from desk.models.tickets import STATUSES
+from desk.services import attachments as files
+from desk.services import notifications
+from desk.services.people import clean_text
 
 PER_PAGE = 25
+SUBJECT_MAX = 255
+BODY_MAX = 50_000
+SORTS = {
+    "updated": (Ticket.updated_at.desc(), Ticket.id.desc()),
+    "created": (Ticket.created_at.desc(), Ticket.id.desc()),
+    "oldest": (Ticket.created_at.asc(), Ticket.id.asc()),
+    "priority": (Case(None, [(Ticket.priority == p, i) for i, p in enumerate(reversed(PRIORITIES))],
+                      9).asc(), Ticket.updated_at.desc()),
+}
 
 
 @dataclass(frozen=True)
@@ -27,18 +64,313 @@ def _page(query, page: int) -> Page:
     return Page(list(query.paginate(page, PER_PAGE)), page, total)
 
 
-def my_tickets(user: User, page: int = 1) -> Page:
-    """The requester's own tickets, newest activity first."""
-    query = (Ticket.select()
-             .where(Ticket.requester == user, Ticket.deleted_at.is_null())
-             .order_by(Ticket.updated_at.desc(), Ticket.id.desc()))
-    return _page(query, page)
+def _with_people(query):
+    """Join requester, assignee and department so lists make one query."""
+    Assignee = User.alias()
+    return (query.select_extend(User, Assignee, Department)
+            .join_from(Ticket, User, on=(Ticket.requester == User.id), attr="requester")
+            .join_from(Ticket, Assignee, JOIN.LEFT_OUTER, on=(Ticket.assignee == Assignee.id),
+                       attr="assignee")
+            .join_from(Ticket, Department, JOIN.LEFT_OUTER, attr="department"))
 
 
-def agent_queue(agent: User, page: int = 1) -> Page:
-    """Open tickets assigned to the agent or unassigned."""
-    query = (Ticket.select()
-             .where(Ticket.deleted_at.is_null(), Ticket.status == "open",
-                    (Ticket.assignee == agent) | Ticket.assignee.is_null())
-             .order_by(Ticket.updated_at.desc(), Ticket.id.desc()))
-    return _page(query, page)
+def public_departments() -> list[Department]:
+    return list(Department.select().where(Department.is_private == False)  # noqa: E712
+                .order_by(Department.name))
+
+
+def _department(department_id, allowed: list[Department] | None = None) -> Department | None:
+    if department_id in (None, "", 0):
+        return None
+    dept = Department.get_or_none(Department.id == department_id)
+    if dept is None or (allowed is not None and dept not in allowed):
+        raise InvalidInput(_l("Choose one of the listed departments."))
+    return dept
+
+
+def _save_files(actor: Actor, ticket: Ticket, comment: Comment | None, uploader: User,
+                uploads: list[files.Upload]) -> list[Attachment]:
+    """Store the files, then their rows (inside the caller's transaction).
+    A file whose row is not committed is removed again."""
+    cfg = current_app.config
+    files.check_limits(uploads, cfg["ATTACHMENT_MAX_BYTES"], cfg["ATTACHMENTS_MAX_BYTES"])
+    saved = []
+    try:
+        for upload in uploads:
+            stored = files.store(cfg, upload)
+            saved.append(stored)
+    except OSError:
+        for stored in saved:
+            files.remove_file(cfg, stored.stored_name)
+        raise
+    rows = []
+    for stored in saved:
+        rows.append(audit.create(actor, Attachment, ticket=ticket, comment=comment, uploader=uploader,
+                                 filename=stored.filename, stored_name=stored.stored_name,
+                                 content_type=stored.content_type, size=stored.size,
+                                 sha256=stored.sha256))
+    return rows
+
+
+def _discard_on_failure(uploads_rows: list[Attachment]) -> None:
+    for row in uploads_rows:
+        files.remove_file(current_app.config, row.stored_name)
+
+
+# -- end users ---------------------------------------------------------------
+
+def submit(user: User, subject: str, description: str, department_id=None,
+           uploads: list[files.Upload] = (), ip: str = "") -> Ticket:
+    """An end user opens a ticket; they get an acknowledgement by mail."""
+    if not user.is_end_user:
+        raise PermissionDenied("end users only")
+    subject = clean_text(subject, SUBJECT_MAX)
+    description = clean_text(description, BODY_MAX)
+    actor = Actor.of(user, ip)
+    departments = public_departments()
+    department = _department(department_id, departments) or (departments[0] if len(departments) == 1 else None)
+    stored: list[Attachment] = []
+    try:
+        with audit.transaction():
+            ticket = audit.create(actor, Ticket, subject=subject, description=description,
+                                  requester=user, department=department)
+            stored = _save_files(actor, ticket, None, user, list(uploads))
+            notifications.ticket_received(ticket)
+    except Exception:
+        _discard_on_failure(stored)
+        raise
+    return ticket
+
+
+def requester_tickets(user: User, status: str | None = None, q: str = "", page: int = 1) -> Page:
+    """My Tickets: newest activity first, by status and words in the subject."""
+    query = Ticket.select().where(Ticket.requester == user.id, Ticket.deleted_at.is_null())
+    if status in STATUSES:
+        query = query.where(Ticket.status == status)
+    if q.strip():
+        query = query.where(Ticket.subject.contains(q.strip()[:200]))
+    return _page(query.order_by(Ticket.updated_at.desc(), Ticket.id.desc()), page)
+
+
+def status_counts(user: User) -> dict[str, int]:
+    """How many of the user's own tickets are in each status (one query)."""
+    counts = dict.fromkeys(STATUSES, 0)
+    rows = (Ticket.select(Ticket.status, fn.COUNT(Ticket.id).alias("n"))
+            .where(Ticket.requester == user.id, Ticket.deleted_at.is_null())
+            .group_by(Ticket.status).tuples())
+    counts.update({status: n for status, n in rows})
+    return counts
+
+
+def get_ticket(user: User, ticket_id: int) -> Ticket:
+    """The ticket if ``user`` may see it; NotFound otherwise (existence never leaks)."""
+    ticket = (_with_people(Ticket.select())
+              .where(Ticket.id == ticket_id, Ticket.deleted_at.is_null(), policy.ticket_filter(user))
+              .first())
+    if ticket is None:
+        raise NotFound(_l("No such ticket."))
+    return ticket
+
+
+def thread(user: User, ticket: Ticket) -> list[Comment]:
+    """The conversation the user may see, oldest first, with authors and files."""
+    query = (Comment.select(Comment, User).join(User, on=(Comment.author == User.id), attr="author")
+             .where(Comment.ticket == ticket.id, Comment.deleted_at.is_null())
+             .order_by(Comment.created_at, Comment.id))
+    if not policy.sees_private_comments(user):
+        query = query.where(Comment.is_public == True)  # noqa: E712
+    live_files = Attachment.select().where(Attachment.deleted_at.is_null())
+    return list(prefetch(query, live_files))
+
+
+def ticket_files(ticket: Ticket) -> list[Attachment]:
+    """Files attached to the ticket itself (not to a comment)."""
+    return list(Attachment.select().where(Attachment.ticket == ticket.id, Attachment.comment.is_null(),
+                                          Attachment.deleted_at.is_null()).order_by(Attachment.id))
+
+
+def reply(user: User, ticket_id: int, body: str, public: bool = True,
+          uploads: list[files.Upload] = (), ip: str = "") -> Comment:
+    """Add a public reply or (agents) a private note; the other side is told by mail."""
+    ticket = get_ticket(user, ticket_id)
+    if not policy.can_reply(user, ticket, public):
+        raise PermissionDenied("reply")
+    body = clean_text(body, BODY_MAX)
+    actor = Actor.of(user, ip)
+    stored: list[Attachment] = []
+    try:
+        with audit.transaction():
+            comment = audit.create(actor, Comment, ticket=ticket, author=user, body=body,
+                                   is_public=public)
+            stored = _save_files(actor, ticket, comment, user, list(uploads))
+            changes = {"updated_at": utcnow()}
+            if user.is_end_user and ticket.status == "closed":
+                changes["status"] = "open"
+            audit.update(actor, ticket, **changes)
+            if user.is_end_user:
+                notifications.requester_replied(ticket, comment)
+            elif public:
+                notifications.agent_replied(ticket, comment)
+    except Exception:
+        _discard_on_failure(stored)
+        raise
+    return comment
+
+
+def set_status_as_requester(user: User, ticket_id: int, status: str, ip: str = "") -> Ticket:
+    """The requester closes or reopens their own ticket."""
+    if status not in ("open", "closed"):
+        raise InvalidInput(_l("Choose open or closed."))
+    ticket = get_ticket(user, ticket_id)
+    if not user.is_end_user:
+        raise PermissionDenied("requester only")
+    audit.update(Actor.of(user, ip), ticket, status=status)
+    return ticket
+
+
+# -- agents ------------------------------------------------------------------
+
+@dataclass
+class Filters:
+    """Agent list filters as parsed from the query string."""
+
+    status: str = ""
+    priority: str = ""
+    department: int | None = None
+    assignee: str = ""  # "", "me", "none" or an agent id
+    requester: str = ""  # an email address or part of a name
+    q: str = ""
+    sort: str = "updated"
+    default_view: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_filters(args) -> Filters:
+    """Filters from request args; unknown values are dropped with a note."""
+    f = Filters()
+    if not any(args.get(k) for k in ("status", "priority", "department", "assignee", "requester", "q")):
+        f.default_view = args.get("view") != "all"
+    f.status = args.get("status", "") if args.get("status") in STATUSES else ""
+    f.priority = args.get("priority", "") if args.get("priority") in PRIORITIES else ""
+    dept = args.get("department", "")
+    f.department = int(dept) if dept.isdigit() else None
+    assignee = args.get("assignee", "")
+    f.assignee = assignee if assignee in ("me", "none") or assignee.isdigit() else ""
+    f.requester = args.get("requester", "").strip()[:200]
+    f.q = args.get("q", "").strip()[:200]
+    f.sort = args.get("sort", "updated") if args.get("sort") in SORTS else "updated"
+    return f
+
+
+def agent_tickets(agent: User, filters: Filters, page: int = 1) -> Page:
+    """The desk's ticket list. The default view: open tickets assigned to me,
+    and unassigned ones in my departments."""
+    policy.require(agent, "tickets:view")
+    query = _with_people(Ticket.select()).where(policy.ticket_filter(agent), Ticket.deleted_at.is_null())
+    if filters.default_view:
+        mine = policy.department_ids(agent)
+        unassigned_here = Ticket.assignee.is_null() & (
+            Ticket.department.in_(mine or [0]) | Ticket.department.is_null())
+        query = query.where(Ticket.status == "open", (Ticket.assignee == agent.id) | unassigned_here)
+    if filters.status:
+        query = query.where(Ticket.status == filters.status)
+    if filters.priority:
+        query = query.where(Ticket.priority == filters.priority)
+    if filters.department:
+        query = query.where(Ticket.department == filters.department)
+    if filters.assignee == "me":
+        query = query.where(Ticket.assignee == agent.id)
+    elif filters.assignee == "none":
+        query = query.where(Ticket.assignee.is_null())
+    elif filters.assignee:
+        query = query.where(Ticket.assignee == int(filters.assignee))
+    if filters.requester:
+        term = filters.requester.lower()
+        query = query.where((fn.LOWER(User.email) == term) | User.name.contains(filters.requester))
+    if filters.q:
+        query = query.where(Ticket.subject.contains(filters.q))
+    return _page(query.order_by(*SORTS[filters.sort]), page)
+
+
+def assignable_agents() -> list[User]:
+    return list(User.select().where(User.kind == "agent", User.is_active == True,  # noqa: E712
+                                    User.deleted_at.is_null()).order_by(User.name))
+
+
+def all_departments() -> list[Department]:
+    return list(Department.select().order_by(Department.name))
+
+
+def update_ticket(agent: User, ticket_id: int, ip: str = "", **values) -> dict:
+    """Change status, priority, department or assignee; the assignee is told."""
+    ticket = get_ticket(agent, ticket_id)
+    if not policy.can_edit_ticket(agent):
+        raise PermissionDenied("tickets:edit")
+    changes = {}
+    if "status" in values:
+        if values["status"] not in STATUSES:
+            raise InvalidInput(_l("Unknown status."))
+        changes["status"] = values["status"]
+    if "priority" in values:
+        if values["priority"] not in PRIORITIES:
+            raise InvalidInput(_l("Unknown priority."))
+        changes["priority"] = values["priority"]
+    if "department_id" in values:
+        changes["department"] = _department(values["department_id"])
+    if "assignee_id" in values:
+        changes["assignee"] = _assignee(values["assignee_id"])
+    with audit.transaction():
+        done = audit.update(Actor.of(agent, ip), ticket, **changes)
+        if "assignee" in done and ticket.assignee_id and ticket.assignee_id != agent.id:
+            notifications.ticket_assigned(ticket)
+    return done
+
+
+def _assignee(assignee_id) -> User | None:
+    if assignee_id in (None, "", 0):
+        return None
+    user = User.get_or_none(User.id == assignee_id, User.kind == "agent", User.deleted_at.is_null())
+    if user is None or not user.is_active:
+        raise InvalidInput(_l("Choose one of the listed agents."))
+    return user
+
+
+def delete_ticket(agent: User, ticket_id: int, ip: str = "") -> None:
+    """Move a ticket to the recycle bin (its files stay until the purge)."""
+    ticket = get_ticket(agent, ticket_id)
+    if not policy.can_delete(agent, "tickets"):
+        raise PermissionDenied("tickets:delete")
+    audit.update(Actor.of(agent, ip), ticket, action="delete", deleted_at=utcnow(),
+                 deleted_by=agent.id)
+
+
+def delete_comment(agent: User, ticket_id: int, comment_id: int, ip: str = "") -> None:
+    """Move a comment to the recycle bin (its files stay until the purge)."""
+    ticket = get_ticket(agent, ticket_id)
+    if not policy.can_delete(agent, "comments"):
+        raise PermissionDenied("comments:delete")
+    comment = Comment.get_or_none(Comment.id == comment_id, Comment.ticket == ticket.id,
+                                  Comment.deleted_at.is_null())
+    if comment is None:
+        raise NotFound(_l("No such comment."))
+    audit.update(Actor.of(agent, ip), comment, action="delete", deleted_at=utcnow(),
+                 deleted_by=agent.id)
+
+
+def get_attachment(user: User, attachment_id: int) -> Attachment:
+    """A file the user may download: on a ticket they can see, and (for end
+    users) not on a private note. NotFound otherwise."""
+    row = Attachment.get_or_none(Attachment.id == attachment_id, Attachment.deleted_at.is_null())
+    if row is None:
+        raise NotFound(_l("No such file."))
+    get_ticket(user, row.ticket_id)
+    if row.comment_id is not None:
+        comment = Comment.get_or_none(Comment.id == row.comment_id, Comment.deleted_at.is_null())
+        if comment is None or (not comment.is_public and not policy.sees_private_comments(user)):
+            raise NotFound(_l("No such file."))
+    return row
+
+
+def agent_departments(agent: User) -> list[Department]:
+    return list(Department.select().join(AgentDepartment)
+                .where(AgentDepartment.agent == agent.id).order_by(Department.name))

@@ -3,10 +3,14 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
+    from desk.web import admin
     from desk.web import agent
     from desk.web import auth
+    from desk.web import files
     from desk.web import health
     from desk.web import portal
+    from desk.web.pages import IdConverter
 
-    for module in (auth, portal, agent, health):
+    app.url_map.converters["id"] = IdConverter
+    for module in (auth, portal, agent, admin, files, health):
         app.register_blueprint(module.bp)

@@ -1,11 +1,24 @@
-"""The agent desk."""
+"""The agent desk: the ticket list and one ticket with its whole conversation."""
 from flask import Blueprint
+from flask import abort
+from flask import flash
+from flask import redirect
 from flask import render_template
 from flask import request
+from flask import url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 
+from desk import policy
+from desk.errors import DeskError
+from desk.forms.auth import EmptyForm
+from desk.forms.tickets import AgentReplyForm
+from desk.forms.tickets import TicketPropertiesForm
 from desk.services import tickets as ticket_service
 from desk.web.guards import agent_required
+from desk.web.guards import client_ip
+from desk.web.pages import page_number
+from desk.web.uploads import uploads
 
 bp = Blueprint("agent", __name__, url_prefix="/agent")
 
@@ -13,6 +26,98 @@ bp = Blueprint("agent", __name__, url_prefix="/agent")
 @bp.route("/tickets")
 @agent_required
 def tickets():
-    """The agent's queue: open tickets assigned to them or unassigned."""
-    page = ticket_service.agent_queue(current_user, request.args.get("page", 1, type=int))
-    return render_template("agent/tickets.html", page=page)
+    """Ticket list with filters; by default open tickets assigned to me and
+    unassigned ones in my departments."""
+    filters = ticket_service.parse_filters(request.args)
+    page = ticket_service.agent_tickets(current_user, filters, page_number())
+    return render_template("agent/tickets.html", page=page, filters=filters,
+                           agents=ticket_service.assignable_agents(),
+                           departments=ticket_service.all_departments(),
+                           args={k: v for k, v in request.args.items() if k != "page"})
+
+
+def _properties_form(ticket) -> TicketPropertiesForm:
+    form = TicketPropertiesForm(data={"status": ticket.status, "priority": ticket.priority,
+                                      "department": ticket.department_id or 0,
+                                      "assignee": ticket.assignee_id or 0})
+    form.department.choices = [(0, _("None"))] + [(d.id, d.name) for d in ticket_service.all_departments()]
+    form.assignee.choices = [(0, _("Unassigned"))] + [(a.id, a.name) for a in ticket_service.assignable_agents()]
+    return form
+
+
+def _ticket_page(ticket_id: int, reply_form=None, properties_form=None, status=200):
+    ticket = ticket_service.get_ticket(current_user, ticket_id)
+    can_edit = policy.can_edit_ticket(current_user)
+    if reply_form is None:
+        reply_form = AgentReplyForm(visibility="public" if can_edit else "private")
+    return render_template("agent/ticket.html", ticket=ticket,
+                           comments=ticket_service.thread(current_user, ticket),
+                           files=ticket_service.ticket_files(ticket),
+                           form=reply_form,
+                           properties=properties_form or _properties_form(ticket),
+                           can_edit=can_edit,
+                           can_delete_ticket=policy.can_delete(current_user, "tickets"),
+                           can_delete_comment=policy.can_delete(current_user, "comments")), status
+
+
+@bp.route("/tickets/<id:ticket_id>")
+@agent_required
+def ticket(ticket_id: int):
+    """One ticket: the whole thread, public replies and private notes, and its properties."""
+    return _ticket_page(ticket_id)
+
+
+@bp.route("/tickets/<id:ticket_id>/reply", methods=["POST"])
+@agent_required
+def reply(ticket_id: int):
+    """Post a public reply or a private note, with attachments."""
+    form = AgentReplyForm()
+    if not form.validate_on_submit():
+        return _ticket_page(ticket_id, reply_form=form, status=400)
+    public = form.visibility.data != "private"
+    try:
+        ticket_service.reply(current_user, ticket_id, form.body.data, public, uploads(), client_ip())
+    except DeskError as err:
+        if err.status in (403, 404):
+            raise
+        form.form_errors.append(str(err))
+        return _ticket_page(ticket_id, reply_form=form, status=err.status)
+    flash(_("Reply sent.") if public else _("Note added."), "success")
+    return redirect(url_for("agent.ticket", ticket_id=ticket_id, _anchor="latest"))
+
+
+@bp.route("/tickets/<id:ticket_id>/properties", methods=["POST"])
+@agent_required
+def properties(ticket_id: int):
+    """Change status, priority, department and assignee."""
+    ticket = ticket_service.get_ticket(current_user, ticket_id)
+    form = _properties_form(ticket)
+    if not form.validate_on_submit():
+        return _ticket_page(ticket_id, properties_form=form, status=400)
+    changed = ticket_service.update_ticket(
+        current_user, ticket_id, client_ip(), status=form.status.data, priority=form.priority.data,
+        department_id=form.department.data or None, assignee_id=form.assignee.data or None)
+    flash(_("Ticket updated.") if changed else _("Nothing changed."), "success")
+    return redirect(url_for("agent.ticket", ticket_id=ticket_id))
+
+
+@bp.route("/tickets/<id:ticket_id>/delete", methods=["POST"])
+@agent_required
+def delete_ticket(ticket_id: int):
+    """Move the ticket to the recycle bin."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    ticket_service.delete_ticket(current_user, ticket_id, client_ip())
+    flash(_("Ticket #%(id)d moved to the recycle bin.", id=ticket_id), "success")
+    return redirect(url_for("agent.tickets"))
+
+
+@bp.route("/tickets/<id:ticket_id>/comments/<id:comment_id>/delete", methods=["POST"])
+@agent_required
+def delete_comment(ticket_id: int, comment_id: int):
+    """Move one comment to the recycle bin."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    ticket_service.delete_comment(current_user, ticket_id, comment_id, client_ip())
+    flash(_("Comment moved to the recycle bin."), "success")
+    return redirect(url_for("agent.ticket", ticket_id=ticket_id))

@@ -1,0 +1,65 @@
+"""Ticket, reply and ticket-property forms."""
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField
+from wtforms import MultipleFileField
+from wtforms import RadioField
+from wtforms import SelectField
+from wtforms import StringField
+from wtforms import TextAreaField
+from wtforms.validators import DataRequired
+from wtforms.validators import Length
+from wtforms.validators import Optional
+
+from desk.forms.fields import NoControlCharacters
+from desk.models.tickets import PRIORITIES
+from desk.models.tickets import STATUSES
+from desk.services.tickets import BODY_MAX
+from desk.services.tickets import SUBJECT_MAX
+from desk.web.labels import PRIORITY_LABELS
+from desk.web.labels import STATUS_LABELS
+
+
+def _body(label, message):
+    return TextAreaField(label, validators=[DataRequired(message), Length(max=BODY_MAX),
+                                            NoControlCharacters()])
+
+
+class NewTicketForm(FlaskForm):
+    subject = StringField(_l("Subject"), validators=[
+        DataRequired(_l("Enter a subject.")), Length(max=SUBJECT_MAX), NoControlCharacters()])
+    description = _body(_l("Description"), _l("Describe what you need."))
+    department = SelectField(_l("Department"), coerce=int, validators=[Optional()], validate_choice=True)
+    attachments = MultipleFileField(_l("Attachments"))
+
+
+class ReplyForm(FlaskForm):
+    body = _body(_l("Your reply"), _l("Write a reply."))
+    attachments = MultipleFileField(_l("Attachments"))
+
+
+class AgentReplyForm(ReplyForm):
+    visibility = RadioField(_l("Visibility"), default="public", choices=[
+        ("public", _l("Public reply (the requester sees it)")),
+        ("private", _l("Private note (agents only)"))])
+
+
+class StatusForm(FlaskForm):
+    status = SelectField(_l("Status"), choices=[("open", _l("Reopen")), ("closed", _l("Close"))])
+
+
+class TicketPropertiesForm(FlaskForm):
+    status = SelectField(_l("Status"), choices=[(s, STATUS_LABELS[s]) for s in STATUSES])
+    priority = SelectField(_l("Priority"), choices=[(p, PRIORITY_LABELS[p]) for p in PRIORITIES])
+    department = SelectField(_l("Department"), coerce=int)
+    assignee = SelectField(_l("Assignee"), coerce=int)
+
+
+class DepartmentForm(FlaskForm):
+    name = StringField(_l("Name"), validators=[
+        DataRequired(_l("Enter a name.")), Length(max=200), NoControlCharacters()])
+    is_private = BooleanField(_l("Private: only its members see its tickets"))
+
+
+class MemberForm(FlaskForm):
+    agent = SelectField(_l("Agent"), coerce=int)

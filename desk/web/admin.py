@@ -1,0 +1,72 @@
+"""Admin settings: departments and their members."""
+from flask import Blueprint
+from flask import abort
+from flask import flash
+from flask import redirect
+from flask import render_template
+from flask import url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from desk import policy
+from desk.errors import DeskError
+from desk.forms.auth import EmptyForm
+from desk.forms.tickets import DepartmentForm
+from desk.forms.tickets import MemberForm
+from desk.services import departments
+from desk.services import tickets as ticket_service
+from desk.web.guards import agent_required
+from desk.web.guards import client_ip
+
+bp = Blueprint("admin", __name__, url_prefix="/agent/settings")
+
+
+def _member_form() -> MemberForm:
+    form = MemberForm()
+    form.agent.choices = [(a.id, f"{a.name} <{a.email}>") for a in ticket_service.assignable_agents()]
+    return form
+
+
+def _page(form=None, status=200):
+    return render_template("admin/departments.html", overview=departments.overview(),
+                           form=form or DepartmentForm(), member_form=_member_form()), status
+
+
+@bp.route("/departments", methods=["GET", "POST"])
+@agent_required
+def department_list():
+    """Departments with their members; POST creates one."""
+    policy.require(current_user, "departments:manage")
+    form = DepartmentForm()
+    if not form.validate_on_submit():
+        return _page(form, 400 if form.is_submitted() else 200)
+    try:
+        dept = departments.create(current_user, form.name.data, form.is_private.data, client_ip())
+    except DeskError as err:
+        form.form_errors.append(str(err))
+        return _page(form, err.status)
+    flash(_("Department “%(name)s” created.", name=dept.name), "success")
+    return redirect(url_for("admin.department_list"))
+
+
+@bp.route("/departments/<id:department_id>/members", methods=["POST"])
+@agent_required
+def add_member(department_id: int):
+    """Put an agent in the department."""
+    form = _member_form()
+    if not form.validate_on_submit():
+        abort(400)
+    departments.add_member(current_user, department_id, form.agent.data, client_ip())
+    flash(_("Agent added."), "success")
+    return redirect(url_for("admin.department_list"))
+
+
+@bp.route("/departments/<id:department_id>/members/<id:agent_id>/remove", methods=["POST"])
+@agent_required
+def remove_member(department_id: int, agent_id: int):
+    """Take an agent out of the department."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    departments.remove_member(current_user, department_id, agent_id, client_ip())
+    flash(_("Agent removed."), "success")
+    return redirect(url_for("admin.department_list"))
