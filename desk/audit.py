@@ -177,15 +177,23 @@ def transaction() -> Iterator[None]:
         yield
 
 
-def read_changes(entry: AuditEntry) -> dict[str, list]:
-    """The entry's changes with sealed values opened (or "[erased]")."""
+WITHHELD = "[withheld]"
+
+
+def read_changes(entry: AuditEntry, only_subject: int | None = None) -> dict[str, list]:
+    """The entry's changes with sealed values opened (or "[erased]"). With
+    ``only_subject``, values sealed for anyone else read "[withheld]"."""
     changes = json.loads(entry.changes)
-    return {k: [_reveal(v) for v in pair] if isinstance(pair, list) else _reveal(pair)
+
+    def reveal(value: Any) -> Any:
+        if not crypto.is_sealed(value):
+            return value
+        if only_subject is not None and crypto.sealed_subject(value) != only_subject:
+            return WITHHELD
+        return crypto.open_sealed(value)
+
+    return {k: [reveal(v) for v in pair] if isinstance(pair, list) else reveal(pair)
             for k, pair in changes.items()}
-
-
-def _reveal(value: Any) -> Any:
-    return crypto.open_sealed(value) if crypto.is_sealed(value) else value
 
 
 def verify(batch: int = 1000) -> tuple[bool, str]:

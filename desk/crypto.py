@@ -149,6 +149,11 @@ def is_sealed(value) -> bool:
     return isinstance(value, str) and value.startswith(_SEALED_PREFIX)
 
 
+def sealed_subject(value: str) -> int:
+    """Whose key sealed this value."""
+    return int(value[len(_SEALED_PREFIX):].partition(":")[0])
+
+
 def open_sealed(value):
     """Decrypt a value from seal_for_subject; ERASED if its key was destroyed."""
     subject, _, b64 = value[len(_SEALED_PREFIX):].partition(":")

@@ -7,6 +7,7 @@ from desk.models.people import AgentDepartment
 from desk.models.people import Department
 from desk.models.people import Role
 from desk.models.people import User
+from desk.models.privacy import EmailChangeRequest
 from desk.models.system import Lease
 from desk.models.system import MailMessage
 from desk.models.system import Setting
@@ -29,6 +30,7 @@ ALL_MODELS = [
     SubjectKey,
     Lease,
     MailMessage,
+    EmailChangeRequest,
 ]
 
 __all__ = [m.__name__ for m in ALL_MODELS] + ["ALL_MODELS", "BaseModel", "utcnow"]

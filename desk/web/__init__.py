@@ -8,9 +8,10 @@ def register_blueprints(app: Flask) -> None:
     from desk.web import auth
     from desk.web import files
     from desk.web import health
+    from desk.web import me
     from desk.web import portal
     from desk.web.pages import IdConverter
 
     app.url_map.converters["id"] = IdConverter
-    for module in (auth, portal, agent, admin, files, health):
+    for module in (auth, portal, me, agent, admin, files, health):
         app.register_blueprint(module.bp)

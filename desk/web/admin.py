@@ -1,4 +1,4 @@
-"""Admin settings: departments and their members."""
+"""Admin settings: departments and their members, the email change queue."""
 from flask import Blueprint
 from flask import abort
 from flask import flash
@@ -13,7 +13,9 @@ from desk.errors import DeskError
 from desk.forms.auth import EmptyForm
 from desk.forms.tickets import DepartmentForm
 from desk.forms.tickets import MemberForm
+from desk.forms.profile import RejectForm
 from desk.services import departments
+from desk.services import email_change
 from desk.services import tickets as ticket_service
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip
@@ -70,3 +72,37 @@ def remove_member(department_id: int, agent_id: int):
     departments.remove_member(current_user, department_id, agent_id, client_ip())
     flash(_("Agent removed."), "success")
     return redirect(url_for("admin.department_list"))
+
+
+@bp.route("/email-changes")
+@agent_required
+def email_changes():
+    """The queue of email change requests awaiting a decision."""
+    policy.require(current_user, "settings:manage")
+    return render_template("admin/email_changes.html", requests=email_change.queue(),
+                           reject_form=RejectForm())
+
+
+@bp.route("/email-changes/<id:request_id>/approve", methods=["POST"])
+@agent_required
+def approve_email_change(request_id: int):
+    """Approve: the new address gets a confirmation link."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    email_change.approve(current_user, request_id, client_ip())
+    flash(_("Approved. A confirmation link was sent to the new address."), "success")
+    return redirect(url_for("admin.email_changes"))
+
+
+@bp.route("/email-changes/<id:request_id>/reject", methods=["POST"])
+@agent_required
+def reject_email_change(request_id: int):
+    """Reject with a reason the person is told."""
+    policy.require(current_user, "settings:manage")
+    form = RejectForm()
+    if not form.validate_on_submit():
+        return render_template("admin/email_changes.html", requests=email_change.queue(),
+                               reject_form=form, rejecting=request_id), 400
+    email_change.reject(current_user, request_id, form.reason.data, client_ip())
+    flash(_("Rejected. The person was told why."), "success")
+    return redirect(url_for("admin.email_changes"))

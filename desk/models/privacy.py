@@ -1,0 +1,38 @@
+"""Privacy requests made by people about their own data."""
+from peewee import CharField
+from peewee import DateTimeField
+from peewee import ForeignKeyField
+from peewee import IntegerField
+from peewee import TextField
+
+from desk.models.base import BaseModel
+from desk.models.base import utcnow
+from desk.models.people import User
+
+PENDING = "pending"
+APPROVED = "approved"
+REJECTED = "rejected"
+CONFIRMED = "confirmed"
+CANCELLED = "cancelled"
+
+
+class EmailChangeRequest(BaseModel):
+    """A person asks for a new address; an admin approves; the new address
+    confirms by a single-use link; only then does the address change."""
+
+    personal_fields = ("new_email", "reason")
+    secret_fields = ("token_hash",)
+
+    user = ForeignKeyField(User, backref="email_changes", on_delete="CASCADE")
+    new_email = CharField(max_length=254)
+    status = CharField(max_length=20, default=PENDING, index=True)
+    reason = TextField(default="")
+    token_hash = CharField(max_length=64, null=True, unique=True)
+    expires_at = DateTimeField(null=True)
+    decided_by = IntegerField(null=True)
+    decided_at = DateTimeField(null=True)
+    confirmed_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    def audit_subject_id(self) -> int | None:
+        return self.user_id

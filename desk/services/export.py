@@ -1,0 +1,210 @@
+"""Exports: a person's own data as a ZIP (right of access and portability),
+streamed in constant memory, and the CSV rules every export follows
+(UTF-8 with BOM for spreadsheets, no formula injection)."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import zipfile
+from collections import deque
+from typing import Iterable, Iterator
+
+from flask import current_app
+from peewee import JOIN
+
+from desk import audit
+from desk import policy
+from desk.audit import Actor
+from desk.models import Attachment
+from desk.models import AuditEntry
+from desk.models import Comment
+from desk.models import Department
+from desk.models import Ticket
+from desk.models import User
+from desk.services import attachments as files
+
+BOM = "\ufeff"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+PROFILE_FIELDS = ("id", "kind", "name", "email", "phone", "mobile", "title", "timezone",
+                  "language", "signature", "created_at", "updated_at")
+TICKET_FIELDS = ("id", "subject", "description", "status", "priority", "department",
+                 "created_at", "updated_at")
+COMMENT_FIELDS = ("id", "ticket_id", "author", "is_public", "body", "created_at", "attachments")
+AUDIT_FIELDS = ("seq", "created_at", "action", "record_type", "record_id", "by_me", "changes")
+
+
+def safe_cell(value) -> str:
+    """A CSV cell a spreadsheet will not run as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False) \
+        if isinstance(value, (dict, list)) else str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def csv_lines(header: Iterable[str], rows: Iterable[Iterable]) -> Iterator[str]:
+    """CSV text, BOM first, one line at a time."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def take() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(list(header))
+    yield BOM + take()
+    for row in rows:
+        writer.writerow([safe_cell(v) for v in row])
+        yield take()
+
+
+class _Pipe(io.RawIOBase):
+    """A write-only stream whose written bytes are collected for a generator."""
+
+    def __init__(self):
+        self.chunks: deque[bytes] = deque()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> Iterator[bytes]:
+        while self.chunks:
+            yield self.chunks.popleft()
+
+
+def _iso(value):
+    return value.isoformat() if isinstance(value, (dt.datetime, dt.date)) else value
+
+
+def _profile(user: User) -> dict:
+    return {f: _iso(getattr(user, f)) for f in PROFILE_FIELDS}
+
+
+def _tickets(user: User):
+    return (Ticket.select(Ticket, Department.name.alias("department_name"))
+            .join(Department, JOIN.LEFT_OUTER, on=(Ticket.department == Department.id))
+            .where(Ticket.requester == user.id, Ticket.deleted_at.is_null())
+            .order_by(Ticket.id).objects())
+
+
+def _ticket_row(t: Ticket) -> list:
+    return [t.id, t.subject, t.description, t.status, t.priority, t.department_name or "",
+            _iso(t.created_at), _iso(t.updated_at)]
+
+
+def _comments(user: User):
+    """Comments on the person's tickets that they may see, and their own comments."""
+    on_mine = Comment.ticket.in_(Ticket.select(Ticket.id).where(Ticket.requester == user.id,
+                                                                Ticket.deleted_at.is_null()))
+    visible = on_mine if policy.sees_private_comments(user) else (on_mine & (Comment.is_public == True))  # noqa: E712
+    author = User.alias()
+    return (Comment.select(Comment, author.name.alias("author_name"))
+            .join(author, on=(Comment.author == author.id))
+            .where(visible | (Comment.author == user.id), Comment.deleted_at.is_null())
+            .order_by(Comment.id).objects())
+
+
+def _attachments(user: User):
+    """Files on the person's visible comments and tickets, or uploaded by them."""
+    public_comment = Comment.select(Comment.id).where(Comment.is_public == True)  # noqa: E712
+    visible = (Attachment.comment.is_null() | Attachment.comment.in_(public_comment)
+               if not policy.sees_private_comments(user) else Attachment.id.is_null(False))
+    mine = Attachment.ticket.in_(Ticket.select(Ticket.id).where(Ticket.requester == user.id,
+                                                                Ticket.deleted_at.is_null()))
+    return (Attachment.select().where(Attachment.deleted_at.is_null(),
+                                      (mine & visible) | (Attachment.uploader == user.id))
+            .order_by(Attachment.id))
+
+
+def _audit_rows(user: User) -> Iterator[list]:
+    """The person's own audit history, their values readable, others' withheld."""
+    query = (AuditEntry.select().where(AuditEntry.subject_id == user.id)
+             .order_by(AuditEntry.seq))
+    for entry in query.iterator():
+        changes = audit.read_changes(entry, only_subject=user.id)
+        yield [entry.seq, _iso(entry.created_at), entry.action, entry.record_type, entry.record_id,
+               entry.actor_id == user.id, changes]
+
+
+def person_zip(actor: User, user: User, ip: str = "") -> Iterator[bytes]:
+    """Everything held about ``user`` as a ZIP, generated piece by piece.
+    The export is audited before the first byte is sent."""
+    if actor.id != user.id:
+        policy.require(actor, "exports:export")
+    audit.record(Actor.of(actor, ip), "export", "User", user.id, subject_id=user.id,
+                 details={"kind": "personal data (ZIP)"})
+    return _generate(user)
+
+
+def _generate(user: User) -> Iterator[bytes]:
+    pipe = _Pipe()
+    config = current_app.config
+    with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
+        def add_text(name: str, parts: Iterable[str]) -> Iterator[bytes]:
+            with archive.open(name, "w") as out:
+                for part in parts:
+                    out.write(part.encode("utf-8"))
+                    yield from pipe.drain()
+            yield from pipe.drain()
+
+        yield from add_text("README.txt", [_readme(user)])
+        yield from add_text("profile.json", [json.dumps(_profile(user), ensure_ascii=False, indent=2)])
+        yield from add_text("tickets.json", _json_list(TICKET_FIELDS, map(_ticket_row, _tickets(user))))
+        yield from add_text("tickets.csv", csv_lines(TICKET_FIELDS, map(_ticket_row, _tickets(user))))
+        names: dict[int, list[str]] = {}
+        for row in _attachments(user):
+            if row.comment_id:
+                names.setdefault(row.comment_id, []).append(f"{row.id}-{row.filename}")
+        comment_rows = lambda: (_comment_row(c, names) for c in _comments(user))  # noqa: E731
+        yield from add_text("comments.json", _json_list(COMMENT_FIELDS, comment_rows()))
+        yield from add_text("comments.csv", csv_lines(COMMENT_FIELDS, comment_rows()))
+        yield from add_text("audit_history.json", _json_list(AUDIT_FIELDS, _audit_rows(user)))
+        yield from add_text("audit_history.csv", csv_lines(AUDIT_FIELDS, _audit_rows(user)))
+        for row in _attachments(user):
+            name = f"attachments/{row.id}-{row.filename}"
+            try:
+                source = files.open_file(config, row.stored_name)
+            except FileNotFoundError:
+                continue
+            with source, archive.open(name, "w") as out:
+                while chunk := source.read(files.CHUNK):
+                    out.write(chunk)
+                    yield from pipe.drain()
+            yield from pipe.drain()
+    yield from pipe.drain()
+
+
+def _comment_row(c: Comment, names: dict[int, list[str]]) -> list:
+    return [c.id, c.ticket_id, c.author_name, c.is_public, c.body, _iso(c.created_at),
+            ";".join(names.get(c.id, []))]
+
+
+def _json_list(fields, rows) -> Iterator[str]:
+    yield "[\n"
+    first = True
+    for row in rows:
+        yield ("" if first else ",\n") + json.dumps(dict(zip(fields, row)), ensure_ascii=False)
+        first = False
+    yield "\n]\n"
+
+
+def _readme(user: User) -> str:
+    return (f"Personal data held about {user.name} (account #{user.id}).\n"
+            f"Exported {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}.\n\n"
+            "profile.json            your account details\n"
+            "tickets.json/.csv       tickets you opened\n"
+            "comments.json/.csv      the conversation on them you can see, and your own comments\n"
+            "audit_history.json/.csv every recorded change about you, values readable\n"
+            "attachments/            files on your tickets and files you sent\n\n"
+            "CSV files are UTF-8 with a byte order mark; cells that would start a formula are\n"
+            "prefixed with an apostrophe.\n")
