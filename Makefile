@@ -22,7 +22,7 @@ translations: $(VENV)/.run-deps
 	$(BIN)/pybabel compile --use-fuzzy -d translations
 
 extract-messages: $(VENV)/.run-deps
-	$(BIN)/pybabel extract -F babel.cfg -k _l -o translations/messages.pot .
+	$(BIN)/pybabel extract -F babel.cfg -k _l --ignore-dirs='.*' -o translations/messages.pot .
 	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching
 
 run: translations
@@ -33,7 +33,7 @@ test: $(VENV)/.dev-deps translations
 
 # Debian packages the browser tests need (CI runs this; needs root).
 system-deps:
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver fonts-wqy-microhei)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import signal
 import socket
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Callable
@@ -75,6 +77,9 @@ def run_scheduler(overrides: dict | None = None) -> None:
         scheduler.add_job(run_job, "interval", seconds=job.seconds, args=(app, job, holder),
                           id=job.name, max_instances=1, coalesce=True,
                           next_run_time=dt.datetime.now(dt.timezone.utc))
+    # SIGTERM (server shutdown) ends the loop normally, so the lease is released
+    # and a restarted server takes over at once.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log.info("scheduler %s started", holder)
     try:
         scheduler.start()

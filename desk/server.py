@@ -2,8 +2,12 @@
 certificate, and the scheduler in its own process beside the workers."""
 from __future__ import annotations
 
-import multiprocessing
+import json
 import ssl
+import subprocess
+import sys
+import threading
+import time
 
 from gunicorn.app.base import BaseApplication
 
@@ -29,18 +33,34 @@ class DeskServer(BaseApplication):
         return create_app(self.overrides)
 
     def _start_scheduler(self, arbiter):
-        from desk.jobs import run_scheduler
-        context = multiprocessing.get_context("spawn")
-        self._process = context.Process(target=run_scheduler, args=(self.overrides,),
-                                        name="desk-scheduler", daemon=True)
-        self._process.start()
+        """Run the scheduler as its own program (not a fork of this process, so
+        workers neither inherit nor end it), and start it again if it dies."""
+        self._stopping = False
+        self._spawn_scheduler(arbiter)
+        threading.Thread(target=self._watch_scheduler, args=(arbiter,), daemon=True,
+                         name="desk-scheduler-watch").start()
+
+    def _spawn_scheduler(self, arbiter):
+        code = "import json, sys; from desk.jobs import run_scheduler; run_scheduler(json.loads(sys.argv[1]))"
+        self._process = subprocess.Popen([sys.executable, "-c", code, json.dumps(self.overrides)])
         arbiter.log.info("scheduler process %s started", self._process.pid)
 
+    def _watch_scheduler(self, arbiter):
+        while not self._stopping:
+            time.sleep(2)
+            if not self._stopping and self._process.poll() is not None:
+                arbiter.log.warning("scheduler exited (%s); starting it again", self._process.returncode)
+                self._spawn_scheduler(arbiter)
+
     def _stop_scheduler(self, arbiter):
+        self._stopping = True
         process = getattr(self, "_process", None)
-        if process is not None and process.is_alive():
+        if process is not None and process.poll() is None:
             process.terminate()
-            process.join(10)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def _tls12_context(config, default_ssl_context_factory):

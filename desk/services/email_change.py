@@ -117,7 +117,7 @@ def approve(admin: User, request_id: int, ip: str = "") -> EmailChangeRequest:
 
 def reject(admin: User, request_id: int, reason: str, ip: str = "") -> EmailChangeRequest:
     """Reject with a reason, which the person is told."""
-    reason = clean_text(reason, 1000)
+    reason = clean_text(reason, 1000, multiline=True)
     with audit.transaction():
         req = _open_request(admin, request_id)
         audit.update(Actor.of(admin, ip), req, status=REJECTED, reason=reason,

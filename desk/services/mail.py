@@ -2,6 +2,7 @@
 delivered by a job over SMTP, or into the outbox folder when no SMTP host is set."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import smtplib
@@ -29,7 +30,7 @@ def _message(config: dict, row: MailMessage) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = config["MAIL_FROM"]
     msg["To"] = row.recipient
-    msg["Subject"] = row.subject
+    msg["Subject"] = " ".join(row.subject.split())  # one line, whatever was queued
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = make_msgid(domain=config["MAIL_FROM"].rpartition("@")[2] or "desk")
     msg.set_content(row.body)
@@ -45,12 +46,25 @@ def _write_outbox(config: dict, row: MailMessage, msg: EmailMessage) -> None:
     os.replace(tmp, final)
 
 
+def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """Log in; AUTH PLAIN in UTF-8 when the credentials are not ASCII
+    (smtplib only encodes ASCII; RFC 4616 allows UTF-8)."""
+    if (user + password).isascii():
+        smtp.login(user, password)
+        return
+    smtp.ehlo_or_helo_if_needed()
+    token = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
+    code, reply = smtp.docmd("AUTH", "PLAIN " + token)
+    if code != 235:
+        raise smtplib.SMTPAuthenticationError(code, reply)
+
+
 def _send_smtp(config: dict, msg: EmailMessage) -> None:
     with smtplib.SMTP(config["SMTP_HOST"], config["SMTP_PORT"], timeout=config["SMTP_TIMEOUT"]) as smtp:
         if config["SMTP_STARTTLS"]:
             smtp.starttls(context=ssl.create_default_context())
         if config["SMTP_USER"]:
-            smtp.login(config["SMTP_USER"], config["SMTP_PASSWORD"])
+            _login(smtp, config["SMTP_USER"], config["SMTP_PASSWORD"])
         smtp.send_message(msg)
 
 
@@ -65,14 +79,25 @@ def deliver_pending(config: dict, limit: int = 50) -> tuple[int, int]:
     for row in due:
         try:
             msg = _message(config, row)
+        except Exception as exc:  # noqa: BLE001 - a message that cannot be built never will be
+            failed += 1
+            _failed(row, exc, permanent=True)
+            continue
+        try:
             if config["SMTP_HOST"]:
                 _send_smtp(config, msg)
             else:
                 _write_outbox(config, row, msg)
-        except (OSError, smtplib.SMTPException) as exc:
+        except (smtplib.SMTPException, UnicodeError) as exc:
             failed += 1
             _failed(row, exc)
             continue
+        except OSError as exc:
+            # The server or the folder is unreachable: try the rest next run
+            # rather than wait out a timeout for every message now.
+            failed += 1
+            _failed(row, exc)
+            break
         sent += 1
         with write_transaction():
             (MailMessage.update(status="sent", sent_at=utcnow(), attempts=row.attempts + 1)
@@ -80,10 +105,10 @@ def deliver_pending(config: dict, limit: int = 50) -> tuple[int, int]:
     return sent, failed
 
 
-def _failed(row: MailMessage, exc: Exception) -> None:
+def _failed(row: MailMessage, exc: Exception, permanent: bool = False) -> None:
     attempts = row.attempts + 1
     delay = dt.timedelta(seconds=min(30 * 2 ** (attempts - 1), 3600))
-    status = "failed" if attempts >= MAX_ATTEMPTS else "pending"
+    status = "failed" if permanent or attempts >= MAX_ATTEMPTS else "pending"
     with write_transaction():
         (MailMessage.update(attempts=attempts, next_attempt_at=utcnow() + delay,
                             last_error=str(exc)[:500], status=status)

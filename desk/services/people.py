@@ -39,11 +39,18 @@ def normalize_email(raw: str) -> str:
     return checked.normalized.lower()
 
 
-def clean_text(raw: str, max_length: int, required: bool = True) -> str:
-    """Trimmed text without control characters, within ``max_length``."""
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def clean_text(raw: str, max_length: int, required: bool = True, multiline: bool = False) -> str:
+    """Trimmed text without control characters (line breaks only where
+    ``multiline``), within ``max_length``."""
     text = (raw or "").strip()
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\r\t" for ch in text):
+    allowed = "\n\r\t" if multiline else "\t"
+    if any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text):
         raise InvalidInput(_l("Text must not contain control characters."))
+    if not multiline and any(ch in LINE_BREAKS for ch in text):
+        raise InvalidInput(_l("Use a single line."))
     if required and not text:
         raise InvalidInput(_l("This field is required."))
     if len(text) > max_length:

@@ -48,7 +48,7 @@ def _clean(field: str, raw) -> str:
     if field == "title":
         return clean_text(raw, 200, required=False)
     if field == "signature":
-        return clean_text(raw, 2000, required=False)
+        return clean_text(raw, 2000, required=False, multiline=True)
     if field == "timezone":
         if raw not in timezones():
             raise InvalidInput(_l("Choose a time zone from the list."))

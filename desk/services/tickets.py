@@ -125,7 +125,7 @@ def submit(user: User, subject: str, description: str, department_id=None,
     if not user.is_end_user:
         raise PermissionDenied("end users only")
     subject = clean_text(subject, SUBJECT_MAX)
-    description = clean_text(description, BODY_MAX)
+    description = clean_text(description, BODY_MAX, multiline=True)
     actor = Actor.of(user, ip)
     departments = public_departments()
     department = _department(department_id, departments) or (departments[0] if len(departments) == 1 else None)
@@ -195,7 +195,7 @@ def reply(user: User, ticket_id: int, body: str, public: bool = True,
     ticket = get_ticket(user, ticket_id)
     if not policy.can_reply(user, ticket, public):
         raise PermissionDenied("reply")
-    body = clean_text(body, BODY_MAX)
+    body = clean_text(body, BODY_MAX, multiline=True)
     actor = Actor.of(user, ip)
     stored: list[Attachment] = []
     try:
