@@ -54,7 +54,7 @@ def _audited() -> Iterator[None]:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Model):
-        return value.get_id()
+        return value._pk
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     return value

@@ -5,6 +5,8 @@ desk.policy, and every write goes through desk.audit.
 """
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -35,6 +37,7 @@ from desk.services import notifications
 from desk.services.people import clean_text
 
 PER_PAGE = 25
+MAX_ID = 2**31 - 1
 SUBJECT_MAX = 255
 BODY_MAX = 50_000
 SORTS = {
@@ -147,8 +150,9 @@ def requester_tickets(user: User, status: str | None = None, q: str = "", page: 
     query = Ticket.select().where(Ticket.requester == user.id, Ticket.deleted_at.is_null())
     if status in STATUSES:
         query = query.where(Ticket.status == status)
-    if q.strip():
-        query = query.where(Ticket.subject.contains(q.strip()[:200]))
+    q = search_text(q)
+    if q:
+        query = query.where(Ticket.subject.contains(q))
     return _page(query.order_by(Ticket.updated_at.desc(), Ticket.id.desc()), page)
 
 
@@ -245,19 +249,31 @@ class Filters:
     problems: list[str] = field(default_factory=list)
 
 
+def _id_arg(raw: str) -> int | None:
+    """A database id from a query argument, or None for anything else."""
+    if re.fullmatch(r"[0-9]{1,10}", raw or "") and 0 < int(raw) <= MAX_ID:
+        return int(raw)
+    return None
+
+
+def search_text(raw: str) -> str:
+    """Words to search for: one line, no control characters, at most 200 characters."""
+    text = "".join(ch for ch in (raw or "") if unicodedata.category(ch)[0] != "C")
+    return text.strip()[:200]
+
+
 def parse_filters(args) -> Filters:
-    """Filters from request args; unknown values are dropped with a note."""
+    """Filters from request args; unknown values are dropped."""
     f = Filters()
     if not any(args.get(k) for k in ("status", "priority", "department", "assignee", "requester", "q")):
         f.default_view = args.get("view") != "all"
     f.status = args.get("status", "") if args.get("status") in STATUSES else ""
     f.priority = args.get("priority", "") if args.get("priority") in PRIORITIES else ""
-    dept = args.get("department", "")
-    f.department = int(dept) if dept.isdigit() else None
+    f.department = _id_arg(args.get("department", ""))
     assignee = args.get("assignee", "")
-    f.assignee = assignee if assignee in ("me", "none") or assignee.isdigit() else ""
-    f.requester = args.get("requester", "").strip()[:200]
-    f.q = args.get("q", "").strip()[:200]
+    f.assignee = assignee if assignee in ("me", "none") or _id_arg(assignee) else ""
+    f.requester = search_text(args.get("requester", ""))
+    f.q = search_text(args.get("q", ""))
     f.sort = args.get("sort", "updated") if args.get("sort") in SORTS else "updated"
     return f
 

@@ -21,6 +21,7 @@ from desk.web.pages import page_number
 from desk.web.uploads import uploads
 
 bp = Blueprint("agent", __name__, url_prefix="/agent")
+FILTER_ARGS = ("status", "priority", "department", "assignee", "requester", "q", "sort", "view")
 
 
 @bp.route("/tickets")
@@ -33,7 +34,7 @@ def tickets():
     return render_template("agent/tickets.html", page=page, filters=filters,
                            agents=ticket_service.assignable_agents(),
                            departments=ticket_service.all_departments(),
-                           args={k: v for k, v in request.args.items() if k != "page"})
+                           args={k: v for k, v in request.args.items() if k in FILTER_ARGS})
 
 
 def _properties_form(ticket) -> TicketPropertiesForm:
@@ -91,6 +92,8 @@ def reply(ticket_id: int):
 def properties(ticket_id: int):
     """Change status, priority, department and assignee."""
     ticket = ticket_service.get_ticket(current_user, ticket_id)
+    if not policy.can_edit_ticket(current_user):
+        abort(403)
     form = _properties_form(ticket)
     if not form.validate_on_submit():
         return _ticket_page(ticket_id, properties_form=form, status=400)

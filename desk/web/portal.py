@@ -65,7 +65,7 @@ def my_tickets():
     """My Tickets: the signed-in person's own tickets."""
     status = request.args.get("status", "")
     status = status if status in STATUSES else ""
-    q = request.args.get("q", "").strip()[:200]
+    q = tickets.search_text(request.args.get("q", ""))
     page = tickets.requester_tickets(current_user, status or None, q, page_number())
     return render_template("portal/my_tickets.html", page=page, status=status, q=q,
                            counts=tickets.status_counts(current_user))
