@@ -74,6 +74,9 @@ def _present(instance: BaseModel, field: str, value: Any, subject_id: int | None
         return SECRET
     if field in instance.personal_fields and subject_id is not None:
         return crypto.seal_for_subject(subject_id, _plain(value))
+    if field in instance.text_fields:
+        return crypto.seal_for_record(type(instance).__name__, _record_id(instance), subject_id,
+                                      _plain(value))
     return _plain(value)
 
 
@@ -188,7 +191,7 @@ def read_changes(entry: AuditEntry, only_subject: int | None = None) -> dict[str
     def reveal(value: Any) -> Any:
         if not crypto.is_sealed(value):
             return value
-        if only_subject is not None and crypto.sealed_subject(value) != only_subject:
+        if only_subject is not None and crypto.sealed_owner(value) != only_subject:
             return WITHHELD
         return crypto.open_sealed(value)
 

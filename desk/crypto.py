@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app
 
+from desk.models import RecordKey
 from desk.models import SubjectKey
 from desk.models import utcnow
 
@@ -140,28 +141,89 @@ def seal_for_subject(subject_id: int, value) -> str:
     key = _subject_key(subject_id, create=True)
     if key is None:
         return ERASED
-    aad = f"subject:{subject_id}".encode()
-    blob = _seal(key, json.dumps(value).encode(), aad)
-    return f"{_SEALED_PREFIX}{subject_id}:{base64.b64encode(blob).decode()}"
+    blob = _seal(key, json.dumps(value).encode(), f"subject:{subject_id}".encode())
+    return f"{_SEALED_PREFIX}s{subject_id}:{base64.b64encode(blob).decode()}"
 
+
+# -- record keys: free text of one record, shredded on its own -----------------
+
+def _record_key(row: RecordKey) -> bytes | None:
+    if row is None or row.wrapped_key is None:
+        return None
+    master = _keyring().keys[row.key_id]
+    return _open(master, base64.b64decode(row.wrapped_key), f"record-key:{row.id}".encode())
+
+
+def seal_for_record(record_type: str, record_id: str, owner_subject_id: int | None, value) -> str:
+    """Encrypt free text (which may mention anyone) under a key of the record's
+    own, so scrubbing that record later can make its history unreadable."""
+    row = (RecordKey.select().where(RecordKey.record_type == record_type,
+                                    RecordKey.record_id == str(record_id),
+                                    RecordKey.destroyed_at.is_null())
+           .order_by(RecordKey.id.desc()).first())
+    if row is None:
+        ring = _keyring()
+        raw = AESGCM.generate_key(bit_length=256)
+        row = RecordKey.create(record_type=record_type, record_id=str(record_id),
+                               owner_subject_id=owner_subject_id, key_id=ring.active,
+                               wrapped_key="")
+        wrapped = _seal(ring.keys[ring.active], raw, f"record-key:{row.id}".encode())
+        RecordKey.update(wrapped_key=base64.b64encode(wrapped).decode()).where(
+            RecordKey.id == row.id).execute()
+    else:
+        raw = _record_key(row)
+    blob = _seal(raw, json.dumps(value).encode(), f"record:{row.id}".encode())
+    return f"{_SEALED_PREFIX}r{row.id}:{base64.b64encode(blob).decode()}"
+
+
+def destroy_record_keys(record_type: str, record_ids: list) -> int:
+    """Shred the history of these records' free text; returns keys destroyed."""
+    ids = [str(i) for i in record_ids]
+    if not ids:
+        return 0
+    return (RecordKey.update(wrapped_key=None, key_id=None, destroyed_at=utcnow())
+            .where(RecordKey.record_type == record_type, RecordKey.record_id.in_(ids),
+                   RecordKey.destroyed_at.is_null()).execute())
+
+
+def destroy_record_keys_of(owner_subject_id: int) -> int:
+    """Shred the free-text history of every record a person owned."""
+    return (RecordKey.update(wrapped_key=None, key_id=None, destroyed_at=utcnow())
+            .where(RecordKey.owner_subject_id == owner_subject_id,
+                   RecordKey.destroyed_at.is_null()).execute())
+
+
+# -- opening sealed values -----------------------------------------------------
 
 def is_sealed(value) -> bool:
     return isinstance(value, str) and value.startswith(_SEALED_PREFIX)
 
 
-def sealed_subject(value: str) -> int:
-    """Whose key sealed this value."""
-    return int(value[len(_SEALED_PREFIX):].partition(":")[0])
+def _parts(value: str) -> tuple[str, int, str]:
+    ref, _, b64 = value[len(_SEALED_PREFIX):].partition(":")
+    return ref[0], int(ref[1:]), b64
+
+
+def sealed_owner(value: str) -> int | None:
+    """Whose data this sealed value is: the subject, or the record's owner."""
+    kind, ref, _ = _parts(value)
+    if kind == "s":
+        return ref
+    row = RecordKey.get_or_none(RecordKey.id == ref)
+    return row.owner_subject_id if row else None
 
 
 def open_sealed(value):
-    """Decrypt a value from seal_for_subject; ERASED if its key was destroyed."""
-    subject, _, b64 = value[len(_SEALED_PREFIX):].partition(":")
-    key = _subject_key(int(subject), create=False)
+    """Decrypt a sealed value; ERASED once its key was destroyed."""
+    kind, ref, b64 = _parts(value)
+    if kind == "s":
+        key, aad = _subject_key(ref, create=False), f"subject:{ref}"
+    else:
+        key, aad = _record_key(RecordKey.get_or_none(RecordKey.id == ref)), f"record:{ref}"
     if key is None:
         return ERASED
     try:
-        plain = _open(key, base64.b64decode(b64), f"subject:{subject}".encode())
+        plain = _open(key, base64.b64decode(b64), aad.encode())
     except (InvalidTag, ValueError):
         return ERASED
     return json.loads(plain)

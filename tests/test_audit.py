@@ -21,6 +21,7 @@ from desk.models import AuditHead
 from desk.models import Comment
 from desk.models import Department
 from desk.models import EmailChangeRequest
+from desk.models import ErasureRequest
 from desk.models import Role
 from desk.models import Setting
 from desk.models import Ticket
@@ -65,6 +66,8 @@ def _specs():
         Setting: lambda: (dict(key="retention_days", value="60"), dict(value="30")),
         EmailChangeRequest: lambda: (dict(user=factories.end_user(), new_email="new@example.com"),
                                      dict(status="rejected", reason="typo")),
+        ErasureRequest: lambda: (dict(user=factories.end_user(), mode="erase_with_tickets"),
+                                 dict(status="running", step=1)),
     }
 
 

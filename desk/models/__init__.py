@@ -8,8 +8,11 @@ from desk.models.people import Department
 from desk.models.people import Role
 from desk.models.people import User
 from desk.models.privacy import EmailChangeRequest
+from desk.models.privacy import ErasureRequest
+from desk.models.system import FileRemoval
 from desk.models.system import Lease
 from desk.models.system import MailMessage
+from desk.models.system import RecordKey
 from desk.models.system import Setting
 from desk.models.system import SubjectKey
 from desk.models.tickets import Attachment
@@ -31,6 +34,9 @@ ALL_MODELS = [
     Lease,
     MailMessage,
     EmailChangeRequest,
+    RecordKey,
+    FileRemoval,
+    ErasureRequest,
 ]
 
 __all__ = [m.__name__ for m in ALL_MODELS] + ["ALL_MODELS", "BaseModel", "utcnow"]

@@ -30,11 +30,14 @@ class BaseModel(Model):
     ``write_guard``: writes must come through desk.audit (False only for
     operational tables whose writes are consequences of audited actions).
     ``personal_fields``: values encrypted under the data subject's key in audit.
+    ``text_fields``: free text (which may mention anyone), sealed in audit under
+    a key of the record's own, so scrubbing the record shreds its history.
     ``secret_fields``: never written to audit, only the fact that they changed.
     """
 
     write_guard = True
     personal_fields: tuple[str, ...] = ()
+    text_fields: tuple[str, ...] = ()
     secret_fields: tuple[str, ...] = ()
 
     class Meta:

@@ -36,3 +36,29 @@ class EmailChangeRequest(BaseModel):
 
     def audit_subject_id(self) -> int | None:
         return self.user_id
+
+ANONYMIZE = "anonymize"
+ERASE_WITH_TICKETS = "erase_with_tickets"
+REQUESTED = "requested"  # asked for by the person; waits for an admin
+RUNNING = "running"
+DONE = "done"
+
+
+class ErasureRequest(BaseModel):
+    """Right to be forgotten: a persisted request with per-step state, so a
+    crash resumes where it stopped."""
+
+    user = ForeignKeyField(User, backref="erasure_requests", on_delete="CASCADE")
+    mode = CharField(max_length=30, default=ANONYMIZE)
+    status = CharField(max_length=20, default=REQUESTED, index=True)
+    step = IntegerField(default=0)
+    requested_by = IntegerField(null=True)
+    approved_by = IntegerField(null=True)
+    preview = TextField(default="{}")
+    reason = TextField(default="")
+    created_at = DateTimeField(default=utcnow)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+
+    def audit_subject_id(self) -> int | None:
+        return self.user_id

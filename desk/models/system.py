@@ -56,3 +56,32 @@ class MailMessage(BaseModel):
     last_error = TextField(default="")
     created_at = DateTimeField(default=utcnow)
     sent_at = DateTimeField(null=True)
+
+
+class RecordKey(BaseModel):
+    """The key that seals one record's free text in audit (see desk.crypto).
+    Destroyed when the record is scrubbed or its owner erased."""
+
+    write_guard = False
+
+    record_type = CharField(max_length=40)
+    record_id = CharField(max_length=64)
+    owner_subject_id = IntegerField(null=True, index=True)
+    key_id = CharField(max_length=64, null=True)
+    wrapped_key = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    destroyed_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("record_type", "record_id"), False),)
+
+
+class FileRemoval(BaseModel):
+    """A stored file whose row is gone and which is to be removed from disk.
+    Written in the same transaction that deletes the row, so a crash between
+    the two leaves a note rather than an orphan."""
+
+    write_guard = False
+
+    stored_name = CharField(max_length=64, unique=True)
+    created_at = DateTimeField(default=utcnow)

@@ -1,7 +1,7 @@
 """Tickets, their comments and attachments.
 
-Free text is sealed in audit under the key of the person it mostly concerns:
-a ticket's under its requester, a comment's and a file name under their author.
+Their free text is sealed in audit under a key of each record's own, owned by
+the person it mostly concerns (requester, author, uploader).
 """
 from peewee import BigIntegerField
 from peewee import BooleanField
@@ -21,7 +21,7 @@ PRIORITIES = ("low", "normal", "high", "urgent")
 
 
 class Ticket(BaseModel):
-    personal_fields = ("subject", "description")
+    text_fields = ("subject", "description")
 
     subject = CharField(max_length=255)
     description = TextField(default="")
@@ -48,7 +48,7 @@ class Ticket(BaseModel):
 
 
 class Comment(BaseModel):
-    personal_fields = ("body",)
+    text_fields = ("body",)
 
     ticket = ForeignKeyField(Ticket, backref="comments", on_delete="CASCADE")
     author = ForeignKeyField(User, backref="comments", on_delete="RESTRICT")
@@ -68,7 +68,7 @@ class Comment(BaseModel):
 class Attachment(BaseModel):
     """A file on disk under the attachment folder; the row keeps its metadata."""
 
-    personal_fields = ("filename",)
+    text_fields = ("filename",)
 
     ticket = ForeignKeyField(Ticket, backref="attachments", on_delete="CASCADE")
     comment = ForeignKeyField(Comment, null=True, backref="attachments", on_delete="CASCADE")

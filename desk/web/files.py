@@ -1,5 +1,6 @@
 """Attachment downloads, only through this authorized route."""
 from flask import Blueprint
+from flask import abort
 from flask import current_app
 from flask import request
 from flask import send_file
@@ -19,7 +20,11 @@ def download(attachment_id: int):
     asked for inline. Another person's file answers 404."""
     row = tickets.get_attachment(current_user, attachment_id)
     inline = request.args.get("inline") == "1" and row.content_type.startswith("image/")
-    response = send_file(attachments.open_file(current_app.config, row.stored_name),
+    try:
+        stream = attachments.open_file(current_app.config, row.stored_name)
+    except FileNotFoundError:
+        abort(404)  # being purged at this moment
+    response = send_file(stream,
                          mimetype=row.content_type if inline else "application/octet-stream",
                          as_attachment=not inline, download_name=row.filename,
                          max_age=0, conditional=True, etag=row.sha256)
