@@ -1,6 +1,7 @@
 """desk: a self-hosted help center whose privacy features are the product."""
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -80,4 +81,5 @@ def init_templates(app: Flask) -> None:
     from desk.web.labels import PRIORITY_LABELS, STATUS_LABELS
     app.jinja_env.globals.update(can=policy.can, is_agent=policy.is_agent,
                                  is_admin=policy.is_admin, EmptyForm=EmptyForm,
-                                 STATUS_LABELS=STATUS_LABELS, PRIORITY_LABELS=PRIORITY_LABELS)
+                                 STATUS_LABELS=STATUS_LABELS, PRIORITY_LABELS=PRIORITY_LABELS,
+                                 timedelta=datetime.timedelta)

@@ -130,16 +130,22 @@ def create(actor: Actor, model: type[BaseModel], **values) -> BaseModel:
     return instance
 
 
-def update(actor: Actor, instance: BaseModel, action: str = "update", **values) -> dict:
+SCRUBBED = "[scrubbed]"
+
+
+def update(actor: Actor, instance: BaseModel, action: str = "update", redact: bool = False,
+           **values) -> dict:
     """Change fields of a row and record old and new values; returns the changes
-    (empty, and nothing written, when no value differs)."""
+    (empty, and nothing written, when no value differs). With ``redact`` the
+    entry names the fields that changed but records no value (scrubbing)."""
     old = _fields(instance)
     new = dict(old)
     new.update({k: _plain(v) for k, v in values.items()})
     if all(_plain(old.get(k)) == new[k] for k in values):
         return {}
     with _audited():
-        changes = _diff(instance, old, new)
+        changes = _diff(instance, old, new) if not redact else {
+            k: [SCRUBBED, SCRUBBED] for k in values if _plain(old.get(k)) != new[k]}
         for name, value in values.items():
             setattr(instance, name, value)
         dirty = [instance._meta.fields[name] for name in values]
@@ -159,6 +165,18 @@ def delete(actor: Actor, instance: BaseModel) -> None:
         instance.delete_instance()
         _append(actor, "delete", type(instance).__name__, _record_id(instance),
                 instance.audit_subject_id(), changes)
+
+
+def purge(actor: Actor, model: type[BaseModel], ids: list[int]) -> int:
+    """Delete rows for good (children go by ON DELETE CASCADE), one "purge"
+    entry per row, no values: what they held is gone with them."""
+    if not ids:
+        return 0
+    with _audited():
+        count = model.delete().where(model._meta.primary_key.in_(ids)).execute()
+        for record_id in ids:
+            _append(actor, "purge", model.__name__, str(record_id), None, {})
+    return count
 
 
 def record(actor: Actor, action: str, record_type: str, record_id: Any = None,

@@ -106,3 +106,30 @@ def send_mail(ctx: click.Context) -> None:
     with app.app_context():
         sent, failed = mail.deliver_pending(app.config, limit=1000)
     click.echo(f"{sent} sent, {failed} failed (will be retried)")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="only count what would be purged")
+@click.option("--batch", default=200, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--pause", default=0.0, type=float, help="seconds to rest between batches")
+@click.pass_context
+def purge(ctx: click.Context, dry_run: bool, batch: int, pause: float) -> None:
+    """Remove for good what waited in the recycle bin past the retention period."""
+    from desk.services import purge as purge_service
+    app = _app(ctx)
+    with app.app_context():
+        due = purge_service.due()
+        total = sum(due.values())
+        click.echo(f"past retention: {due['tickets']} tickets, {due['comments']} comments, "
+                   f"{due['people']} people")
+        if dry_run:
+            click.echo("dry run: nothing removed")
+            return
+        with click.progressbar(length=total, label="purging", file=sys.stderr) as bar:
+            report = purge_service.purge_expired(app.config, batch=batch, pause=pause,
+                                                 progress=lambda _name, n: bar.update(n))
+    if report.skipped:
+        click.echo("another purge is running; nothing done")
+        sys.exit(3)
+    click.echo(f"purged {report.tickets} tickets, {report.comments} comments, anonymized "
+               f"{report.people} people, removed {report.files} files and {report.orphans} orphans")

@@ -20,7 +20,9 @@ from flask import Flask
 from flask import current_app
 
 from desk.services import leases
+from desk.services import erasure
 from desk.services import mail
+from desk.services import purge
 
 log = logging.getLogger("desk.jobs")
 
@@ -39,6 +41,14 @@ def deliver_mail() -> None:
     mail.deliver_pending(current_app.config)
 
 
+def purge_expired() -> None:
+    purge.purge_expired(current_app.config)
+
+
+def resume_erasures() -> None:
+    erasure.resume_all()
+
+
 def renew_lease() -> None:
     """Nothing of its own: running it keeps the lease alive between other jobs."""
 
@@ -46,6 +56,8 @@ def renew_lease() -> None:
 JOBS = (
     Job("renew-lease", renew_lease, 30),
     Job("deliver-mail", deliver_mail, 15),
+    Job("resume-erasures", resume_erasures, 300),
+    Job("purge", purge_expired, 3600),
 )
 
 

@@ -77,6 +77,8 @@ def serve(overrides: dict, host: str, port: int, workers: int, threads: int,
         "threads": threads,
         "worker_class": "gthread",
         "accesslog": "-",
+        # No query strings or referrers in the access log: searches may name people.
+        "access_log_format": '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss',
         "timeout": 60,
         "graceful_timeout": 20,
     }

@@ -1,11 +1,16 @@
 """Record keys (shreddable audit text), pending file removals (crash-safe
-purge) and erasure requests (right to be forgotten)."""
+purge), erasure requests (right to be forgotten) and the anonymized mark."""
 from peewee import CharField
 from peewee import DateTimeField
 from peewee import ForeignKeyField
 from peewee import IntegerField
 from peewee import Model
+from peewee import PostgresqlDatabase
 from peewee import TextField
+
+from playhouse.migrate import PostgresqlMigrator
+from playhouse.migrate import SqliteMigrator
+from playhouse.migrate import migrate
 
 from desk.models.base import utcnow
 
@@ -54,9 +59,17 @@ def _tables(database):
     return tables[1:]
 
 
+def _migrator(database):
+    if isinstance(database, PostgresqlDatabase):
+        return PostgresqlMigrator(database)
+    return SqliteMigrator(database)
+
+
 def up(database):
     database.create_tables(_tables(database))
+    migrate(_migrator(database).add_column("user", "anonymized_at", DateTimeField(null=True)))
 
 
 def down(database):
+    migrate(_migrator(database).drop_column("user", "anonymized_at"))
     database.drop_tables(list(reversed(_tables(database))))

@@ -63,6 +63,7 @@ class User(BaseModel):
     updated_at = DateTimeField(default=utcnow)
     deleted_at = DateTimeField(null=True, index=True)
     deleted_by = IntegerField(null=True)
+    anonymized_at = DateTimeField(null=True)
 
     def audit_subject_id(self) -> int | None:
         return self.id

@@ -21,6 +21,7 @@ from desk.forms.profile import EmailChangeForm
 from desk.forms.profile import MyInfoForm
 from desk.forms.profile import PasswordForm
 from desk.services import email_change
+from desk.services import erasure
 from desk.services import export
 from desk.services import profile
 from desk.web.guards import agent_required
@@ -127,6 +128,21 @@ def data_export():
     return Response(stream_with_context(stream), mimetype="application/zip", headers={
         "Content-Disposition": f'attachment; filename="{filename}"',
         "Cache-Control": "private, no-store"})
+
+
+@bp.route("/my/erasure-request", methods=["POST"])
+@login_required
+def request_erasure():
+    """Ask to be forgotten; an administrator carries it out."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        erasure.request_by_person(current_user, client_ip())
+    except DeskError as err:
+        flash(str(err), "info")
+    else:
+        flash(_("Your request to erase your data was sent to an administrator."), "success")
+    return redirect(url_for(_info_endpoint(), _anchor="erase"))
 
 
 @bp.route("/confirm-email/<token>", methods=["GET", "POST"])

@@ -1,0 +1,26 @@
+"""Recycle bin, erasure and privacy settings forms."""
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import IntegerField
+from wtforms import RadioField
+from wtforms import StringField
+from wtforms.validators import DataRequired
+from wtforms.validators import Length
+from wtforms.validators import NumberRange
+
+from desk.models.privacy import ANONYMIZE
+from desk.models.privacy import ERASE_WITH_TICKETS
+
+
+class EraseForm(FlaskForm):
+    mode = RadioField(_l("How"), default=ANONYMIZE, choices=[
+        (ANONYMIZE, _l("Anonymize and keep tickets (pseudonymized)")),
+        (ERASE_WITH_TICKETS, _l("Erase with their tickets (through the recycle bin)"))])
+    confirmation = StringField(_l("Type the placeholder to confirm"), validators=[
+        DataRequired(_l("Type the placeholder to confirm.")), Length(max=100)])
+
+
+class RetentionForm(FlaskForm):
+    days = IntegerField(_l("Days deleted records stay in the recycle bin"), validators=[
+        DataRequired(_l("Enter a number of days.")),
+        NumberRange(min=1, max=3650, message=_l("Choose between 1 and 3650 days."))])

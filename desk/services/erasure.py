@@ -1,0 +1,305 @@
+"""The right to be forgotten. A person's personal data is replaced everywhere
+by a placeholder ("Deleted user 42"), their files removed, mentions of them in
+tickets and comments scrubbed, their keys destroyed, so history keeps its shape
+while nothing in it can name them.
+
+An erasure is a persisted request that runs in steps; each step is idempotent
+and records its completion, so a crash resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from flask import current_app
+from flask_babel import lazy_gettext as _l
+
+from desk import audit
+from desk import crypto
+from desk import policy
+from desk.audit import Actor
+from desk.db import db
+from desk.db import is_sqlite
+from desk.errors import Conflict
+from desk.errors import InvalidInput
+from desk.errors import NotFound
+from desk.errors import PermissionDenied
+from desk.models import Attachment
+from desk.models import AuditEntry
+from desk.models import Comment
+from desk.models import EmailChangeRequest
+from desk.models import ErasureRequest
+from desk.models import MailMessage
+from desk.models import Ticket
+from desk.models import User
+from desk.models import utcnow
+from desk.models.privacy import ANONYMIZE
+from desk.models.privacy import DONE
+from desk.models.privacy import ERASE_WITH_TICKETS
+from desk.models.privacy import REQUESTED
+from desk.models.privacy import RUNNING
+from desk.services import purge
+from desk.services.recycle_bin import is_last_admin
+
+MODES = (ANONYMIZE, ERASE_WITH_TICKETS)
+OPEN = (REQUESTED, RUNNING)
+BATCH = 200
+MIN_TERM = 3
+
+
+def placeholder(user: User) -> str:
+    return f"Deleted user {user.id}"
+
+
+def placeholder_email(user: User) -> str:
+    return f"deleted-user-{user.id}@invalid.invalid"
+
+
+def _open_request(user: User, excluding: int | None = None) -> ErasureRequest | None:
+    query = ErasureRequest.select().where(ErasureRequest.user == user.id,
+                                          ErasureRequest.status.in_(OPEN))
+    if excluding:
+        query = query.where(ErasureRequest.id != excluding)
+    return query.first()
+
+
+# -- asking -------------------------------------------------------------------
+
+def request_by_person(user: User, ip: str = "") -> ErasureRequest:
+    """A person asks to be forgotten; an administrator decides."""
+    if _open_request(user):
+        raise Conflict(_l("You already asked; an administrator will handle it."))
+    return audit.create(Actor.of(user, ip), ErasureRequest, user=user, requested_by=user.id)
+
+
+def queue() -> list[ErasureRequest]:
+    return list(ErasureRequest.select(ErasureRequest, User)
+                .join(User, on=(ErasureRequest.user == User.id))
+                .where(ErasureRequest.status.in_(OPEN)).order_by(ErasureRequest.created_at))
+
+
+# -- preview and guards --------------------------------------------------------
+
+def preview(admin: User, user_id: int) -> dict:
+    """What an erasure of this person touches, for the admin to confirm."""
+    policy.require(admin, "settings:manage")
+    user = User.get_or_none(User.id == user_id)
+    if user is None or user.anonymized_at is not None:
+        raise NotFound(_l("No such person."))
+    return {
+        "user": user,
+        "placeholder": placeholder(user),
+        "tickets": Ticket.select().where(Ticket.requester == user.id).count(),
+        "comments": Comment.select().where(Comment.author == user.id).count(),
+        "attachments": Attachment.select().where(Attachment.uploader == user.id).count(),
+        "audit_entries": AuditEntry.select().where((AuditEntry.subject_id == user.id)
+                                                   | (AuditEntry.actor_id == user.id)).count(),
+        "mentions": _mention_count(_terms(user)),
+        "pending": _open_request(user),
+    }
+
+
+def _guard(admin: User, user: User, request_id: int | None = None) -> None:
+    if admin.id == user.id:
+        raise PermissionDenied(_l("You cannot erase yourself."))
+    if is_last_admin(user):
+        raise Conflict(_l("The last administrator cannot be erased."))
+    other = _open_request(user, excluding=request_id)
+    if other is not None and other.status == RUNNING:
+        raise Conflict(_l("An erasure of this person is already running."))
+
+
+def start(admin: User, user_id: int, mode: str, confirmation: str, ip: str = "") -> ErasureRequest:
+    """Check the guards and the typed confirmation, persist the request, and
+    run it. Takes over the person's own open request, if any."""
+    policy.require(admin, "settings:manage")
+    user = User.get_or_none(User.id == user_id)
+    if user is None or user.anonymized_at is not None:
+        raise NotFound(_l("No such person."))
+    if mode not in MODES:
+        raise InvalidInput(_l("Choose how to erase."))
+    if (confirmation or "").strip() != placeholder(user):
+        raise InvalidInput(_l("Type %(placeholder)s to confirm.", placeholder=placeholder(user)))
+    _guard(admin, user)
+    actor = Actor.of(admin, ip)
+    with audit.transaction():
+        req = _open_request(user)
+        counts = {k: v for k, v in preview(admin, user_id).items() if isinstance(v, int)}
+        if req is None:
+            req = audit.create(actor, ErasureRequest, user=user, mode=mode, requested_by=admin.id)
+        audit.update(actor, req, status=RUNNING, mode=mode, approved_by=admin.id,
+                     started_at=utcnow(), preview=json.dumps(counts))
+    return run(req.id)
+
+
+def reject(admin: User, request_id: int, reason: str, ip: str = "") -> None:
+    policy.require(admin, "settings:manage")
+    req = ErasureRequest.get_or_none(ErasureRequest.id == request_id, ErasureRequest.status == REQUESTED)
+    if req is None:
+        raise NotFound(_l("No such open request."))
+    audit.update(Actor.of(admin, ip), req, status="rejected", reason=(reason or "")[:1000])
+
+
+def anonymize_now(actor: Actor, user: User) -> ErasureRequest:
+    """Used by the purge for people past retention: no guards beyond the data."""
+    with audit.transaction():
+        req = _open_request(user) or audit.create(actor, ErasureRequest, user=user, mode=ANONYMIZE)
+        audit.update(actor, req, status=RUNNING, started_at=utcnow())
+    return run(req.id)
+
+
+def resume_all() -> int:
+    """Finish every erasure a crash left running (a scheduled job)."""
+    done = 0
+    for req in ErasureRequest.select().where(ErasureRequest.status == RUNNING):
+        run(req.id)
+        done += 1
+    return done
+
+
+# -- the steps ------------------------------------------------------------------
+
+def _terms(user: User) -> list[str]:
+    """The values to find and replace: name, email, phone numbers."""
+    values = {user.name, user.email, user.phone, user.mobile}
+    return sorted((v.strip() for v in values if v and len(v.strip()) >= MIN_TERM),
+                  key=len, reverse=True)
+
+
+def _mention_count(terms: list[str]) -> int:
+    total = 0
+    for term in terms:
+        total += Ticket.select().where(Ticket.subject.contains(term) | Ticket.description.contains(term)).count()
+        total += Comment.select().where(Comment.body.contains(term)).count()
+    return total
+
+
+def _step_recycle(actor: Actor, req: ErasureRequest, user: User) -> None:
+    """The person goes to the recycle bin (and, in that mode, their tickets)."""
+    if user.deleted_at is None:
+        audit.update(actor, user, action="delete", deleted_at=utcnow(), deleted_by=actor.user_id,
+                     session_token=crypto.new_token(24))
+    if req.mode == ERASE_WITH_TICKETS:
+        for ticket in Ticket.select().where(Ticket.requester == user.id, Ticket.deleted_at.is_null()):
+            audit.update(actor, ticket, action="delete", deleted_at=utcnow(), deleted_by=actor.user_id)
+
+
+def _step_files(actor: Actor, req: ErasureRequest, user: User) -> None:
+    """Their own attachments go: rows now, files right after (crash-safe)."""
+    while True:
+        rows = list(Attachment.select().where(Attachment.uploader == user.id).limit(BATCH))
+        if not rows:
+            break
+        with audit.transaction():
+            purge._note_files(rows)
+            crypto.destroy_record_keys("Attachment", [r.id for r in rows])
+            audit.purge(actor, Attachment, [r.id for r in rows])
+        purge.remove_pending_files(current_app.config)
+
+
+def _replace(text: str, terms: list[str], replacement: str) -> str:
+    for term in terms:
+        text = re.sub(re.escape(term), replacement, text, flags=re.IGNORECASE)
+    return text
+
+
+def _step_scrub(actor: Actor, req: ErasureRequest, user: User) -> None:
+    """Mentions of their name, email and phone in any ticket or comment become
+    the placeholder; the audit says text was scrubbed, never what it said, and
+    the history of that text is shredded."""
+    terms, replacement = _terms(user), placeholder(user)
+    targets = ((Ticket, ("subject", "description")), (Comment, ("body",)))
+    for model, fields in targets:
+        for term in terms:
+            condition = None
+            for name in fields:
+                c = getattr(model, name).contains(term)
+                condition = c if condition is None else condition | c
+            last = 0
+            while True:
+                rows = list(model.select().where(condition, model.id > last)
+                            .order_by(model.id).limit(BATCH))
+                if not rows:
+                    break
+                with audit.transaction():
+                    for row in rows:
+                        values = {n: _replace(getattr(row, n), terms, replacement) for n in fields}
+                        values = {n: v for n, v in values.items() if v != getattr(row, n)}
+                        if values:
+                            audit.update(actor, row, action="scrub", redact=True, **values)
+                    crypto.destroy_record_keys(model.__name__, [r.id for r in rows])
+                last = rows[-1].id
+
+
+def _step_traces(actor: Actor, req: ErasureRequest, user: User) -> None:
+    """Queued and sent mail, pending email changes and outbox files go."""
+    terms = _terms(user)
+    mail_match = (MailMessage.subject_id == user.id) | (MailMessage.recipient == user.email)
+    for term in terms:
+        mail_match = mail_match | MailMessage.body.contains(term) | MailMessage.subject.contains(term)
+    MailMessage.delete().where(mail_match).execute()
+    for change in EmailChangeRequest.select().where(EmailChangeRequest.user == user.id):
+        audit.delete(actor, change)
+    outbox = Path(current_app.config["DATA_DIR"]) / "outbox"
+    if outbox.is_dir():
+        needles = [t.lower() for t in terms]
+        for path in outbox.glob("*.eml"):
+            text = path.read_bytes().decode("utf-8", "replace").lower()
+            if any(n in text for n in needles) or _encoded_hit(path, needles):
+                path.unlink(missing_ok=True)
+
+
+def _encoded_hit(path: Path, needles: list[str]) -> bool:
+    """Mail bodies may be base64 or quoted-printable: look at the decoded text."""
+    import email
+    import email.policy
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    parts = [str(message.get("To", "")), str(message.get("Subject", ""))]
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            parts.append(part.get_content())
+    text = "\n".join(parts).lower()
+    return any(n in text for n in needles)
+
+
+def _step_profile(actor: Actor, req: ErasureRequest, user: User) -> None:
+    """Every personal field takes the placeholder; sign-in becomes impossible."""
+    audit.update(actor, user, action="anonymize", name=placeholder(user),
+                 email=placeholder_email(user), phone="", mobile="", title="", signature="",
+                 language="", timezone="UTC", password_hash=None,
+                 session_token=crypto.new_token(24), is_active=False, anonymized_at=utcnow())
+
+
+def _step_keys(actor: Actor, req: ErasureRequest, user: User) -> None:
+    """Crypto-shredding: their key and the keys of what they wrote."""
+    crypto.destroy_subject_key(user.id)
+    crypto.destroy_record_keys_of(user.id)
+
+
+def _step_flush(actor: Actor, req: ErasureRequest, user: User) -> None:
+    """SQLite keeps recent pages in its write-ahead log: fold it back in now."""
+    if is_sqlite():
+        db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+STEPS = (_step_recycle, _step_files, _step_scrub, _step_traces, _step_profile, _step_keys,
+         _step_flush)
+
+
+def run(request_id: int) -> ErasureRequest:
+    """Run (or resume) the steps of a request; each completed step is saved."""
+    req = ErasureRequest.get_by_id(request_id)
+    actor = Actor(req.approved_by, "")
+    user = User.get_by_id(req.user_id)
+    while req.status == RUNNING and req.step < len(STEPS):
+        STEPS[req.step](actor, req, user)
+        user = User.get_by_id(req.user_id)
+        with audit.transaction():
+            if req.step + 1 < len(STEPS):
+                audit.update(actor, req, step=req.step + 1)
+            else:
+                audit.update(actor, req, step=req.step + 1, status=DONE, finished_at=utcnow())
+                audit.record(actor, "erase", "User", user.id,
+                             details={"mode": req.mode, "request": req.id})
+    return req

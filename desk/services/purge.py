@@ -1,0 +1,176 @@
+"""The purge: what has waited in the recycle bin past the retention period is
+removed for good, rows and files, in small batches so the site stays
+responsive, once across every process, resumable after a crash."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Callable
+
+from desk import audit
+from desk import crypto
+from desk.audit import Actor
+from desk.db import write_transaction
+from desk.models import Attachment
+from desk.models import Comment
+from desk.models import FileRemoval
+from desk.models import Ticket
+from desk.models import User
+from desk.models import utcnow
+from desk.services import attachments as files
+from desk.services import leases
+from desk.services import retention
+
+LOCK = "purge"
+BATCH = 200
+ORPHAN_AGE = dt.timedelta(hours=1)
+
+
+@dataclass
+class Report:
+    tickets: int = 0
+    comments: int = 0
+    people: int = 0
+    files: int = 0
+    orphans: int = 0
+    skipped: bool = False
+    dry_run: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.tickets + self.comments + self.people
+
+
+def cutoff() -> dt.datetime:
+    return utcnow() - dt.timedelta(days=retention.days())
+
+
+def due() -> dict[str, int]:
+    """How much is waiting past the retention period (for --dry-run and the page)."""
+    limit = cutoff()
+    return {
+        "tickets": Ticket.select().where(Ticket.deleted_at < limit).count(),
+        "comments": Comment.select().where(Comment.deleted_at < limit).count(),
+        "people": User.select().where(User.deleted_at < limit, User.anonymized_at.is_null()).count(),
+    }
+
+
+def remove_pending_files(config: dict) -> int:
+    """Unlink files whose rows are already gone (noted in FileRemoval)."""
+    done = 0
+    while True:
+        batch = list(FileRemoval.select().order_by(FileRemoval.id).limit(BATCH))
+        if not batch:
+            return done
+        for row in batch:
+            files.remove_file(config, row.stored_name)
+        with write_transaction():
+            FileRemoval.delete().where(FileRemoval.id.in_([r.id for r in batch])).execute()
+        done += len(batch)
+
+
+def _note_files(query) -> list[str]:
+    names = [a.stored_name for a in query]
+    if names:
+        FileRemoval.insert_many([{"stored_name": n} for n in names]).on_conflict_ignore().execute()
+    return names
+
+
+ATTACHMENTS_OF = {
+    "Ticket": lambda ids: Attachment.ticket.in_(ids),
+    "Comment": lambda ids: Attachment.comment.in_(ids),
+}
+
+
+def purge_records(actor: Actor, model, ids: list[int], config: dict) -> int:
+    """Remove rows for good with their comments and files. Rows and the notes
+    of their files go in one transaction; the files right after."""
+    with audit.transaction():
+        _note_files(Attachment.select(Attachment.stored_name)
+                    .where(ATTACHMENTS_OF[model.__name__](ids)))
+        crypto.destroy_record_keys(model.__name__, ids)
+        count = audit.purge(actor, model, ids)
+    remove_pending_files(config)
+    return count
+
+
+def purge_expired(config: dict, dry_run: bool = False, batch: int = BATCH,
+                  progress: Callable[[str, int], None] | None = None,
+                  pause: float = 0.0) -> Report:
+    """Purge everything past retention. Safe to run twice or at once from
+    several processes (one works, the others report skipped)."""
+    report = Report(dry_run=dry_run)
+    if dry_run:
+        counts = due()
+        report.tickets, report.comments, report.people = counts["tickets"], counts["comments"], counts["people"]
+        return report
+    holder = f"purge:{os.getpid()}:{time.monotonic_ns()}"
+    with leases.exclusive(LOCK, holder, dt.timedelta(minutes=5)) as renew:
+        if renew is None:
+            report.skipped = True
+            return report
+        report.files += remove_pending_files(config)
+        limit = cutoff()
+        for name, model in (("tickets", Ticket), ("comments", Comment)):
+            while True:
+                ids = [r.id for r in model.select(model.id).where(model.deleted_at < limit)
+                       .order_by(model.id).limit(batch)]
+                if not ids:
+                    break
+                count = purge_records(audit.SYSTEM, model, ids, config)
+                setattr(report, name, getattr(report, name) + count)
+                renew()
+                if progress:
+                    progress(name, count)
+                if pause:
+                    time.sleep(pause)
+        report.people += _anonymize_expired_people(limit, progress, renew)
+        report.orphans += sweep_orphans(config)
+    return report
+
+
+def _anonymize_expired_people(limit, progress, renew) -> int:
+    """People past retention are anonymized (their rows stay, pseudonymized,
+    so the tickets they touched keep their shape)."""
+    from desk.services import erasure
+    done = 0
+    for person in User.select().where(User.deleted_at < limit, User.anonymized_at.is_null()):
+        erasure.anonymize_now(audit.SYSTEM, person)
+        done += 1
+        renew()
+        if progress:
+            progress("people", 1)
+    return done
+
+
+def sweep_orphans(config: dict) -> int:
+    """Remove attachment files that no row names (left by a crash during an
+    upload), once they are old enough not to belong to an upload in progress."""
+    root = files.folder(config)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    old = time.time() - ORPHAN_AGE.total_seconds()
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        names = {p.name: p for p in sub.iterdir() if p.is_file()}
+        if not names:
+            continue
+        known = {a.stored_name for a in Attachment.select(Attachment.stored_name)
+                 .where(Attachment.stored_name.in_(list(names)))}
+        for name, path in names.items():
+            if name not in known and _older_than(path, old):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _older_than(path: Path, timestamp: float) -> bool:
+    try:
+        return path.stat().st_mtime < timestamp
+    except FileNotFoundError:
+        return False

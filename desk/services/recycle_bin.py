@@ -1,0 +1,135 @@
+"""The recycle bin: deleted tickets, comments, contacts and agents wait here,
+hidden from every page, list, count and export, until they are restored or the
+retention period ends and the purge removes them for good."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask_babel import lazy_gettext as _l
+from peewee import JOIN
+
+from desk import audit
+from desk import crypto
+from desk import policy
+from desk.audit import Actor
+from desk.errors import Conflict
+from desk.errors import NotFound
+from desk.errors import PermissionDenied
+from desk.models import Comment
+from desk.models import Role
+from desk.models import Ticket
+from desk.models import User
+from desk.models import utcnow
+from desk.services import retention
+from desk.services.tickets import PER_PAGE
+from desk.services.tickets import Page
+from desk.services.tickets import search_text
+
+MODULES = ("tickets", "comments", "contacts", "agents")
+
+
+@dataclass(frozen=True)
+class Item:
+    module: str
+    id: int
+    title: str
+    deleted_at: object
+    deleted_by: str
+    purge_at: object
+
+
+def _query(module: str):
+    if module == "tickets":
+        return Ticket.select().where(Ticket.deleted_at.is_null(False)), Ticket
+    if module == "comments":
+        return Comment.select().where(Comment.deleted_at.is_null(False)), Comment
+    kind = "end_user" if module == "contacts" else "agent"
+    return User.select().where(User.kind == kind, User.deleted_at.is_null(False),
+                               User.anonymized_at.is_null()), User
+
+
+def _title(module: str, row) -> str:
+    if module == "tickets":
+        return f"#{row.id} {row.subject}"
+    if module == "comments":
+        return f"#{row.ticket_id}: {row.body[:80]}"
+    return f"{row.name} <{row.email}>"
+
+
+def items(actor_user: User, module: str, q: str = "", page: int = 1) -> Page:
+    """One module's deleted records, newest deletion first, with purge dates."""
+    if module not in MODULES:
+        raise NotFound(_l("No such module."))
+    policy.require(actor_user, "recycle_bin:view")
+    query, model = _query(module)
+    q = search_text(q)
+    if q:
+        field = {"tickets": Ticket.subject, "comments": Comment.body}.get(module, User.name)
+        query = query.where(field.contains(q))
+    page = max(1, page)
+    total = query.count()
+    rows = list(query.order_by(model.deleted_at.desc(), model.id.desc()).paginate(page, PER_PAGE))
+    names = {u.id: u.name for u in User.select(User.id, User.name)
+             .where(User.id.in_([r.deleted_by for r in rows if r.deleted_by] or [0]))}
+    return Page([Item(module, r.id, _title(module, r), r.deleted_at, names.get(r.deleted_by, "—"),
+                      retention.purge_date(r.deleted_at)) for r in rows], page, total)
+
+
+def counts(actor_user: User) -> dict[str, int]:
+    policy.require(actor_user, "recycle_bin:view")
+    return {m: _query(m)[0].count() for m in MODULES}
+
+
+def _deleted_row(module: str, record_id: int):
+    query, model = _query(module)
+    row = query.where(model.id == record_id).first()
+    if row is None:
+        raise NotFound(_l("Not in the recycle bin."))
+    return row
+
+
+def restore(actor_user: User, module: str, record_id: int, ip: str = "") -> None:
+    """Bring back exactly what was deleted (its comments and files come with it)."""
+    if module not in MODULES:
+        raise NotFound(_l("No such module."))
+    policy.require(actor_user, f"{module}:restore")
+    row = _deleted_row(module, record_id)
+    audit.update(Actor.of(actor_user, ip), row, action="restore", deleted_at=None, deleted_by=None)
+
+
+def delete_permanently(actor_user: User, module: str, record_id: int, config: dict,
+                       ip: str = "") -> None:
+    """Purge one ticket or comment now, before its retention period ends.
+    (People are erased through the erasure page instead.)"""
+    if module not in ("tickets", "comments"):
+        raise NotFound(_l("No such module."))
+    policy.require(actor_user, f"{module}:delete")
+    policy.require(actor_user, "recycle_bin:delete")
+    row = _deleted_row(module, record_id)
+    from desk.services import purge
+    purge.purge_records(Actor.of(actor_user, ip), type(row), [row.id], config)
+
+
+def is_last_admin(user: User) -> bool:
+    if not (user.role_id and Role.get_by_id(user.role_id).is_admin):
+        return False
+    others = (User.select().join(Role, JOIN.INNER, on=(User.role == Role.id))
+              .where(Role.is_admin == True, User.id != user.id,  # noqa: E712
+                     User.deleted_at.is_null(), User.is_active == True))  # noqa: E712
+    return not others.exists()
+
+
+def delete_person(actor_user: User, user_id: int, ip: str = "") -> User:
+    """Move an end user (contacts) or an agent to the recycle bin: they can no
+    longer sign in and vanish from lists; their tickets stay."""
+    person = User.get_or_none(User.id == user_id, User.deleted_at.is_null())
+    if person is None:
+        raise NotFound(_l("No such person."))
+    policy.require(actor_user, "agents:delete" if person.is_agent else "contacts:delete")
+    if person.id == actor_user.id:
+        raise PermissionDenied(_l("You cannot delete yourself."))
+    if is_last_admin(person):
+        raise Conflict(_l("The last administrator cannot be deleted."))
+    audit.update(Actor.of(actor_user, ip), person, action="delete", deleted_at=utcnow(),
+                 deleted_by=actor_user.id, session_token=crypto.new_token(24))
+    return person

@@ -1,0 +1,141 @@
+"""Privacy in the desk: contacts and agents, the recycle bin, erasure (right
+to be forgotten), retention settings; and the public privacy page."""
+from flask import Blueprint
+from flask import abort
+from flask import current_app
+from flask import flash
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from desk import policy
+from desk.errors import DeskError
+from desk.forms.auth import EmptyForm
+from desk.forms.privacy import EraseForm
+from desk.forms.privacy import RetentionForm
+from desk.services import erasure
+from desk.services import people_admin
+from desk.services import purge
+from desk.services import recycle_bin
+from desk.services import retention
+from desk.services.tickets import search_text
+from desk.web.guards import agent_required
+from desk.web.guards import client_ip
+from desk.web.pages import page_number
+
+bp = Blueprint("privacy", __name__)
+PEOPLE = {"contacts": "end_user", "agents": "agent"}
+
+
+@bp.route("/privacy")
+def privacy_page():
+    """What the help center holds, where, for how long, and who controls it."""
+    return render_template("privacy.html", region=current_app.config["REGION"],
+                           retention_days=retention.days())
+
+
+@bp.route("/agent/<any(contacts, agents):module>")
+@agent_required
+def people(module: str):
+    """Contacts (end users) or agents, with delete and erase actions."""
+    q = search_text(request.args.get("q", ""))
+    page = people_admin.people(current_user, PEOPLE[module], q, page_number())
+    return render_template("agent/people.html", module=module, page=page, q=q)
+
+
+@bp.route("/agent/people/<id:user_id>/delete", methods=["POST"])
+@agent_required
+def delete_person(user_id: int):
+    """Move a contact or agent to the recycle bin."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    person = recycle_bin.delete_person(current_user, user_id, client_ip())
+    flash(_("%(name)s moved to the recycle bin.", name=person.name), "success")
+    return redirect(url_for("privacy.people", module="agents" if person.is_agent else "contacts"))
+
+
+@bp.route("/agent/recycle-bin")
+@agent_required
+def bin_list():
+    """Deleted records by module, with when each will be purged."""
+    module = request.args.get("module", "tickets")
+    if module not in recycle_bin.MODULES:
+        module = "tickets"
+    q = search_text(request.args.get("q", ""))
+    return render_template("agent/recycle_bin.html", module=module, q=q,
+                           page=recycle_bin.items(current_user, module, q, page_number()),
+                           counts=recycle_bin.counts(current_user),
+                           retention_days=retention.days())
+
+
+@bp.route("/agent/recycle-bin/<any(tickets, comments, contacts, agents):module>/<id:record_id>/restore",
+          methods=["POST"])
+@agent_required
+def restore(module: str, record_id: int):
+    """Bring a deleted record back."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    recycle_bin.restore(current_user, module, record_id, client_ip())
+    flash(_("Restored."), "success")
+    return redirect(url_for("privacy.bin_list", module=module))
+
+
+@bp.route("/agent/recycle-bin/<any(tickets, comments):module>/<id:record_id>/purge", methods=["POST"])
+@agent_required
+def purge_now(module: str, record_id: int):
+    """Delete a ticket or comment permanently, with its files."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    recycle_bin.delete_permanently(current_user, module, record_id, current_app.config, client_ip())
+    flash(_("Deleted permanently."), "success")
+    return redirect(url_for("privacy.bin_list", module=module))
+
+
+@bp.route("/agent/people/<id:user_id>/erase", methods=["GET", "POST"])
+@agent_required
+def erase(user_id: int):
+    """Right to be forgotten: preview what is affected, confirm by typing the placeholder."""
+    info = erasure.preview(current_user, user_id)
+    form = EraseForm()
+    if not form.validate_on_submit():
+        return render_template("agent/erase.html", info=info, form=form), \
+            400 if form.is_submitted() else 200
+    try:
+        erasure.start(current_user, user_id, form.mode.data, form.confirmation.data, client_ip())
+    except DeskError as err:
+        form.form_errors.append(str(err))
+        return render_template("agent/erase.html", info=info, form=form), err.status
+    flash(_("%(placeholder)s: personal data erased.", placeholder=info["placeholder"]), "success")
+    return redirect(url_for("privacy.erasure_queue"))
+
+
+@bp.route("/agent/settings/erasure-requests")
+@agent_required
+def erasure_queue():
+    """Erasure requests from people, waiting for an administrator."""
+    policy.require(current_user, "settings:manage")
+    return render_template("admin/erasure_requests.html", requests=erasure.queue())
+
+
+@bp.route("/agent/settings/privacy", methods=["GET", "POST"])
+@agent_required
+def settings_page():
+    """Privacy settings: the retention period, and what the purge will remove."""
+    policy.require(current_user, "settings:manage")
+    form = RetentionForm(days=retention.days())
+    status = 200
+    if form.validate_on_submit():
+        try:
+            retention.set_days(current_user, form.days.data, client_ip())
+        except DeskError as err:
+            form.form_errors.append(str(err))
+            status = err.status
+        else:
+            flash(_("Saved."), "success")
+            return redirect(url_for("privacy.settings_page"))
+    elif form.is_submitted():
+        status = 400
+    return render_template("admin/privacy.html", form=form, due=purge.due()), status
