@@ -114,3 +114,53 @@ def can_edit_ticket(user) -> bool:
 
 def can_delete(user, module: str) -> bool:
     return can(user, f"{module}:delete")
+
+
+# -- fields --------------------------------------------------------------------
+
+HIDDEN = "hidden"
+READ = "read"
+EDIT = "edit"
+ACCESS_LEVELS = (HIDDEN, READ, EDIT)
+
+# Fields that roles can restrict, per module. Admin-defined custom fields are
+# added with register_field and are then governed exactly like these.
+FIELDS: dict[str, list[str]] = {
+    "tickets": ["subject", "description", "status", "priority", "department", "assignee",
+                "requester"],
+    "contacts": ["name", "email", "phone", "mobile", "title", "timezone", "language"],
+}
+
+
+def register_field(module: str, name: str) -> None:
+    if name not in FIELDS.setdefault(module, []):
+        FIELDS[module].append(name)
+
+
+def field_access(user, module: str, field: str) -> str:
+    """hidden, read or edit: what the user's role allows for one field.
+    Deny by default for anyone who cannot even view the module."""
+    if not is_agent(user) or not can(user, f"{module}:view"):
+        return HIDDEN
+    if user.role.is_admin:
+        return EDIT
+    level = json.loads(user.role.field_permissions or "{}").get(f"{module}.{field}", EDIT)
+    if level == EDIT and not can(user, f"{module}:edit"):
+        return READ
+    return level if level in ACCESS_LEVELS else HIDDEN
+
+
+def field_levels(user, module: str) -> dict[str, str]:
+    """Every field of the module with the user's access level (for templates)."""
+    return {name: field_access(user, module, name) for name in FIELDS.get(module, ())}
+
+
+def visible(user, module: str, field: str) -> bool:
+    return field_access(user, module, field) != HIDDEN
+
+
+def require_editable(user, module: str, fields) -> None:
+    """Refuse (not silently ignore) a change to a field the role may not edit."""
+    for name in fields:
+        if field_access(user, module, name) != EDIT:
+            raise PermissionDenied(f"{module}.{name}")

@@ -737,7 +737,9 @@ def _agent_urls(app, ticket_id: int, comment_id: int, department_id: int, agent_
             continue
         path = rule.rule
         for name in rule.arguments:
-            path = re.sub(r"<(?:[^:<>]+:)?%s>" % name, str(values.get(name, 1)), path)
+            choices = sorted(getattr(rule._converters[name], "items", ()))
+            value = values.get(name, choices[0] if choices else 1)
+            path = re.sub(r"<(?:[^<>]+:)?%s>" % name, str(value), path)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             found.append((method, path))
     return found

@@ -322,6 +322,10 @@ def update_ticket(agent: User, ticket_id: int, ip: str = "", **values) -> dict:
     ticket = get_ticket(agent, ticket_id)
     if not policy.can_edit_ticket(agent):
         raise PermissionDenied("tickets:edit")
+    current = {"status": ticket.status, "priority": ticket.priority,
+               "department_id": ticket.department_id, "assignee_id": ticket.assignee_id}
+    changing = [k for k, v in values.items() if k in current and (v or None) != (current[k] or None)]
+    policy.require_editable(agent, "tickets", [k.removesuffix("_id") for k in changing])
     changes = {}
     if "status" in values:
         if values["status"] not in STATUSES:

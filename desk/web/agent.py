@@ -32,18 +32,43 @@ def tickets():
     filters = ticket_service.parse_filters(request.args)
     page = ticket_service.agent_tickets(current_user, filters, page_number())
     return render_template("agent/tickets.html", page=page, filters=filters,
+                           fields=policy.field_levels(current_user, "tickets"),
                            agents=ticket_service.assignable_agents(),
                            departments=ticket_service.all_departments(),
                            args={k: v for k, v in request.args.items() if k in FILTER_ARGS})
 
 
+PROPERTY_FIELDS = {"status": "status", "priority": "priority", "department": "department_id",
+                   "assignee": "assignee_id"}
+
+
 def _properties_form(ticket) -> TicketPropertiesForm:
+    """The properties the agent may edit (the others are shown as text)."""
     form = TicketPropertiesForm(data={"status": ticket.status, "priority": ticket.priority,
                                       "department": ticket.department_id or 0,
                                       "assignee": ticket.assignee_id or 0})
     form.department.choices = [(0, _("None"))] + [(d.id, d.name) for d in ticket_service.all_departments()]
     form.assignee.choices = [(0, _("Unassigned"))] + [(a.id, a.name) for a in ticket_service.assignable_agents()]
+    for name in PROPERTY_FIELDS:
+        if policy.field_access(current_user, "tickets", name) != policy.EDIT:
+            delattr(form, name)
     return form
+
+
+def _posted_properties(form) -> dict:
+    """Every property the POST carries: validated ones from the form, and any
+    other (read-only or hidden) as sent, so a change to it is refused, not ignored."""
+    values = {}
+    for name, key in PROPERTY_FIELDS.items():
+        if name in form:
+            data = form[name].data
+        elif name in request.form:
+            raw = request.form[name]
+            data = int(raw) if raw.isdigit() and len(raw) < 10 else raw
+        else:
+            continue
+        values[key] = (data or None) if key.endswith("_id") else data
+    return values
 
 
 def _ticket_page(ticket_id: int, reply_form=None, properties_form=None, status=200):
@@ -57,6 +82,8 @@ def _ticket_page(ticket_id: int, reply_form=None, properties_form=None, status=2
                            form=reply_form,
                            properties=properties_form or _properties_form(ticket),
                            can_edit=can_edit,
+                           fields=policy.field_levels(current_user, "tickets"),
+                           contact_fields=policy.field_levels(current_user, "contacts"),
                            can_delete_ticket=policy.can_delete(current_user, "tickets"),
                            can_delete_comment=policy.can_delete(current_user, "comments")), status
 
@@ -97,9 +124,8 @@ def properties(ticket_id: int):
     form = _properties_form(ticket)
     if not form.validate_on_submit():
         return _ticket_page(ticket_id, properties_form=form, status=400)
-    changed = ticket_service.update_ticket(
-        current_user, ticket_id, client_ip(), status=form.status.data, priority=form.priority.data,
-        department_id=form.department.data or None, assignee_id=form.assignee.data or None)
+    changed = ticket_service.update_ticket(current_user, ticket_id, client_ip(),
+                                           **_posted_properties(form))
     flash(_("Ticket updated.") if changed else _("Nothing changed."), "success")
     return redirect(url_for("agent.ticket", ticket_id=ticket_id))
 
