@@ -82,4 +82,5 @@ def init_templates(app: Flask) -> None:
     app.jinja_env.globals.update(can=policy.can, is_agent=policy.is_agent,
                                  is_admin=policy.is_admin, EmptyForm=EmptyForm,
                                  STATUS_LABELS=STATUS_LABELS, PRIORITY_LABELS=PRIORITY_LABELS,
-                                 timedelta=datetime.timedelta)
+                                 timedelta=datetime.timedelta, MODULES=policy.MODULES,
+                                 ACTIONS=policy.ACTIONS, FIELDS=policy.FIELDS)

@@ -36,7 +36,7 @@ class Actor:
 
     @classmethod
     def of(cls, user, ip: str | None = "") -> "Actor":
-        return cls(getattr(user, "id", None), ip or "")
+        return cls(getattr(user, "id", None) if user is not None else None, ip or "")
 
 
 SYSTEM = Actor()
@@ -116,6 +116,12 @@ def _payload(entry: AuditEntry) -> str:
                        entry.ip], ensure_ascii=False)
 
 
+def _real(instance):
+    """The model itself when given a proxy to it (flask-login's current_user)."""
+    unwrap = getattr(instance, "_get_current_object", None)
+    return unwrap() if unwrap is not None else instance
+
+
 def _fields(instance: BaseModel) -> dict:
     return {name: instance.__data__.get(name) for name in instance._meta.fields}
 
@@ -138,6 +144,7 @@ def update(actor: Actor, instance: BaseModel, action: str = "update", redact: bo
     """Change fields of a row and record old and new values; returns the changes
     (empty, and nothing written, when no value differs). With ``redact`` the
     entry names the fields that changed but records no value (scrubbing)."""
+    instance = _real(instance)
     old = _fields(instance)
     new = dict(old)
     new.update({k: _plain(v) for k, v in values.items()})
@@ -160,6 +167,7 @@ def update(actor: Actor, instance: BaseModel, action: str = "update", redact: bo
 
 def delete(actor: Actor, instance: BaseModel) -> None:
     """Delete a row for good and record the values it had."""
+    instance = _real(instance)
     with _audited():
         changes = _diff(instance, _fields(instance), {})
         instance.delete_instance()
@@ -219,7 +227,7 @@ def read_changes(entry: AuditEntry, only_subject: int | None = None) -> dict[str
 
 def verify(batch: int = 1000) -> tuple[bool, str]:
     """Walk the chain; (True, summary) or (False, the first broken entry)."""
-    prev, expected, last_id = GENESIS, 1, 0
+    prev, expected = GENESIS, 1
     while True:
         rows = list(AuditEntry.select().where(AuditEntry.seq >= expected)
                     .order_by(AuditEntry.seq).limit(batch))
@@ -228,7 +236,7 @@ def verify(batch: int = 1000) -> tuple[bool, str]:
                 return False, f"entry #{expected} is missing (next is #{entry.seq})"
             if entry.prev_hash != prev or crypto.chain_hash(prev, _payload(entry)) != entry.hash:
                 return False, f"entry #{entry.seq} (id {entry.id}) was altered"
-            prev, expected, last_id = entry.hash, expected + 1, entry.id
+            prev, expected = entry.hash, expected + 1
         if len(rows) < batch:
             break
     head = AuditHead.get_by_id(1)

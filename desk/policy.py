@@ -30,9 +30,7 @@ def permissions_of(user) -> frozenset[str]:
     """Every "module:action" the user holds (agents only; end users hold none)."""
     if not is_agent(user) or user.role is None:
         return frozenset()
-    if user.role.is_admin:
-        return frozenset(f"{m}:{a}" for m in MODULES for a in ACTIONS)
-    return frozenset(json.loads(user.role.permissions))
+    return permissions_of_role(user.role)
 
 
 def can(user, permission: str) -> bool:
@@ -164,3 +162,15 @@ def require_editable(user, module: str, fields) -> None:
     for name in fields:
         if field_access(user, module, name) != EDIT:
             raise PermissionDenied(f"{module}.{name}")
+
+
+def permissions_of_role(role) -> frozenset[str]:
+    if role.is_admin:
+        return frozenset(f"{m}:{a}" for m in MODULES for a in ACTIONS)
+    return frozenset(json.loads(role.permissions))
+
+
+def role_field_levels(role) -> dict[str, str]:
+    """The role's setting for every field ("module.field" -> level)."""
+    stored = {} if role.is_admin else json.loads(role.field_permissions or "{}")
+    return {f"{m}.{f}": stored.get(f"{m}.{f}", EDIT) for m, names in FIELDS.items() for f in names}

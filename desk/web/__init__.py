@@ -11,8 +11,9 @@ def register_blueprints(app: Flask) -> None:
     from desk.web import me
     from desk.web import portal
     from desk.web import privacy
+    from desk.web import roles
     from desk.web.pages import IdConverter
 
     app.url_map.converters["id"] = IdConverter
-    for module in (auth, portal, me, agent, admin, privacy, files, health):
+    for module in (auth, portal, me, agent, admin, privacy, roles, files, health):
         app.register_blueprint(module.bp)

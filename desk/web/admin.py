@@ -23,6 +23,13 @@ from desk.web.guards import client_ip
 bp = Blueprint("admin", __name__, url_prefix="/agent/settings")
 
 
+@bp.route("")
+@agent_required
+def index():
+    """Settings: links to every area the agent may manage."""
+    return render_template("admin/settings.html")
+
+
 def _member_form() -> MemberForm:
     form = MemberForm()
     form.agent.choices = [(a.id, f"{a.name} <{a.email}>") for a in ticket_service.assignable_agents()]

@@ -104,7 +104,7 @@ def change_password():
     if not form.validate_on_submit():
         return _info_page(info_form, 400, password_form=form)
     try:
-        user = profile.change_password(current_user, form.current_password.data,
+        user = profile.change_password(current_user._get_current_object(), form.current_password.data,
                                        form.new_password.data, client_ip())
     except DeskError as err:
         form.form_errors.append(str(err))

@@ -1,0 +1,30 @@
+"""Role and agent forms. The permission matrix and field levels are read as
+plain inputs (permissions, field:<module>.<name>) and checked by the service."""
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import SelectField
+from wtforms import SelectMultipleField
+from wtforms import StringField
+from wtforms.validators import DataRequired
+from wtforms.validators import Length
+
+from desk.forms.auth import SignupForm
+from desk.forms.fields import NoControlCharacters
+
+SCOPE_CHOICES = [("all", _l("All tickets")), ("departments", _l("Tickets of their departments")),
+                 ("assigned", _l("Tickets assigned to them"))]
+
+
+class RoleForm(FlaskForm):
+    name = StringField(_l("Name"), validators=[
+        DataRequired(_l("Enter a name.")), Length(max=200), NoControlCharacters()])
+    ticket_scope = SelectField(_l("Tickets they see"), choices=SCOPE_CHOICES)
+
+
+class AgentForm(SignupForm):
+    role = SelectField(_l("Role"), coerce=int)
+    departments = SelectMultipleField(_l("Departments"), coerce=int)
+
+
+class AgentRoleForm(FlaskForm):
+    role = SelectField(_l("Role"), coerce=int)
