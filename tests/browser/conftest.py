@@ -6,6 +6,8 @@ DESK_TEST_REQUIRE_BROWSER=1 (as in CI), where they fail with the reason."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,75 @@ def page(browser):
     tab = context.new_page()
     yield tab
     context.close()
+
+
+@pytest.fixture
+def new_page(browser):
+    """A factory of fresh browser tabs, each in its own context (own cookies): one
+    per person in a journey with several people. All are closed after the test."""
+    contexts = []
+
+    def make():
+        if isinstance(browser, str):
+            if REQUIRE_BROWSER:
+                return BrowserUnavailable(browser)
+            pytest.skip(browser)
+        context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 800},
+                                      accept_downloads=True)
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+class DeskCommand:
+    """``python app.py COMMAND ...`` running in the background against a running
+    server's data, with the same environment (DESK_DATA_DIR and all) the server
+    subprocess was started with."""
+
+    def __init__(self, server, args):
+        self.args = list(args)
+        self.proc = subprocess.Popen([sys.executable, "app.py", *self.args], cwd=ROOT,
+                                     env=server._environment(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait(self, timeout: float = 60.0) -> str:
+        """Its stdout, once it has ended well (the test fails otherwise)."""
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            pytest.fail(f"app.py {self.args[0]} still running after {timeout}s\n{out}\n{err}")
+        assert self.proc.returncode == 0, \
+            f"app.py {self.args[0]} exited with {self.proc.returncode}\n{out}\n{err}"
+        return out
+
+
+@pytest.fixture
+def desk_cli():
+    """``desk_cli(server, "send-mail")`` runs a command and returns its stdout;
+    ``desk_cli.start(server, ...)`` starts it in the background (``.wait()`` for it).
+    Commands still running at the end of the test are ended."""
+    started: list[DeskCommand] = []
+
+    def start(server, *args: str) -> DeskCommand:
+        command = DeskCommand(server, args)
+        started.append(command)
+        return command
+
+    def run(server, *args: str, timeout: float = 60.0) -> str:
+        return start(server, *args).wait(timeout)
+
+    run.start = start
+    yield run
+    for command in started:
+        if command.proc.poll() is None:
+            command.proc.kill()
+            command.proc.communicate()
 
 
 @pytest.fixture(scope="module")
