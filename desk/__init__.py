@@ -78,9 +78,11 @@ def init_templates(app: Flask) -> None:
     """Globals for templates: the policy (so pages hide what one may not do)."""
     from desk import policy
     from desk.forms.auth import EmptyForm
-    from desk.web.labels import PRIORITY_LABELS, STATUS_LABELS
+    from desk.web import labels
     app.jinja_env.globals.update(can=policy.can, is_agent=policy.is_agent,
                                  is_admin=policy.is_admin, EmptyForm=EmptyForm,
-                                 STATUS_LABELS=STATUS_LABELS, PRIORITY_LABELS=PRIORITY_LABELS,
                                  timedelta=datetime.timedelta, MODULES=policy.MODULES,
-                                 ACTIONS=policy.ACTIONS, FIELDS=policy.FIELDS)
+                                 ACTIONS=policy.ACTIONS, FIELDS=policy.FIELDS,
+                                 role_label=labels.role_label,
+                                 **{name: value for name, value in vars(labels).items()
+                                    if name.endswith("_LABELS")})

@@ -10,13 +10,13 @@ from wtforms.validators import Length
 
 from desk.forms.auth import SignupForm
 from desk.forms.fields import NoControlCharacters
+from desk.web.labels import SCOPE_LABELS
 
-SCOPE_CHOICES = [("all", _l("All tickets")), ("departments", _l("Tickets of their departments")),
-                 ("assigned", _l("Tickets assigned to them"))]
+SCOPE_CHOICES = list(SCOPE_LABELS.items())
 
 
 class RoleForm(FlaskForm):
-    name = StringField(_l("Name"), validators=[
+    name = StringField(_l("Role name"), validators=[
         DataRequired(_l("Enter a name.")), Length(max=200), NoControlCharacters()])
     ticket_scope = SelectField(_l("Tickets they see"), choices=SCOPE_CHOICES)
 

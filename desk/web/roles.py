@@ -20,6 +20,7 @@ from desk.services import roles
 from desk.services import tickets as ticket_service
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip
+from desk.web.labels import role_label
 
 bp = Blueprint("roles", __name__, url_prefix="/agent/settings")
 
@@ -112,7 +113,7 @@ def delete_role(role_id: int):
 
 def _agent_form() -> AgentForm:
     form = AgentForm()
-    form.role.choices = [(r.id, r.name) for r in roles.all_roles()]
+    form.role.choices = [(r.id, role_label(r)) for r in roles.all_roles()]
     form.departments.choices = [(d.id, d.name) for d in ticket_service.all_departments()]
     return form
 
@@ -141,7 +142,7 @@ def agent_permissions(agent_id: int):
     """What one agent can see and do; POST gives them another role."""
     info = roles.effective(current_user, agent_id)
     form = AgentRoleForm(role=info["role"].id if info["role"] else None)
-    form.role.choices = [(r.id, r.name) for r in roles.all_roles()]
+    form.role.choices = [(r.id, role_label(r)) for r in roles.all_roles()]
     if form.validate_on_submit():
         try:
             roles.set_agent_role(current_user, agent_id, form.role.data, client_ip())
