@@ -6,6 +6,7 @@ so deleted personal data is overwritten rather than left in free pages.
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Iterator
 
 from flask import Flask
@@ -62,8 +63,26 @@ def write_transaction() -> Iterator[None]:
             yield
 
 
+class HideQueryParameters(logging.Filter):
+    """peewee logs every query with its parameters at DEBUG; parameters hold
+    personal data, so logs keep only the statement."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, tuple) and len(record.msg) == 2:
+            sql, params = record.msg
+            record.msg = (sql, ["?"] * len(params or ()))
+        return True
+
+
+def init_logging() -> None:
+    logger = logging.getLogger("peewee")
+    if not any(isinstance(f, HideQueryParameters) for f in logger.filters):
+        logger.addFilter(HideQueryParameters())
+
+
 def init_app(app: Flask) -> None:
     """Bind the database and open/close a connection around each request."""
+    init_logging()
     bind(app.config["DATABASE_URL"])
 
     @app.before_request

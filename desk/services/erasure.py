@@ -39,6 +39,7 @@ from desk.models.privacy import DONE
 from desk.models.privacy import ERASE_WITH_TICKETS
 from desk.models.privacy import REQUESTED
 from desk.models.privacy import RUNNING
+from desk.services import attachments as files_service
 from desk.services import purge
 from desk.services.recycle_bin import is_last_admin
 
@@ -160,10 +161,24 @@ def resume_all() -> int:
 
 # -- the steps ------------------------------------------------------------------
 
+TERM_FIELDS = ("name", "email", "phone", "mobile")
+
+
 def _terms(user: User) -> list[str]:
-    """The values to find and replace: name, email, phone numbers."""
-    values = {user.name, user.email, user.phone, user.mobile}
-    return sorted((v.strip() for v in values if v and len(v.strip()) >= MIN_TERM),
+    """The values to find and replace: name, email and phone numbers, now and
+    before (from the audit history, while the person's key still opens it),
+    and any address they asked to move to."""
+    values = {getattr(user, f) for f in TERM_FIELDS}
+    history = AuditEntry.select().where(AuditEntry.record_type == "User",
+                                        AuditEntry.record_id == str(user.id))
+    for entry in history.iterator():
+        for field, pair in audit.read_changes(entry).items():
+            if field in TERM_FIELDS and isinstance(pair, list):
+                values.update(v for v in pair if isinstance(v, str) and v != crypto.ERASED)
+    values.update(r.new_email for r in EmailChangeRequest.select().where(EmailChangeRequest.user == user.id))
+    placeholders = {placeholder(user), placeholder_email(user)}
+    return sorted((v.strip() for v in values
+                   if v and len(v.strip()) >= MIN_TERM and v.strip() not in placeholders),
                   key=len, reverse=True)
 
 
@@ -185,17 +200,54 @@ def _step_recycle(actor: Actor, req: ErasureRequest, user: User) -> None:
             audit.update(actor, ticket, action="delete", deleted_at=utcnow(), deleted_by=actor.user_id)
 
 
+def _remove_attachments(actor: Actor, rows: list[Attachment]) -> None:
+    """Rows now, files right after (crash-safe through FileRemoval)."""
+    with audit.transaction():
+        purge._note_files(rows)
+        crypto.destroy_record_keys("Attachment", [r.id for r in rows])
+        audit.purge(actor, Attachment, [r.id for r in rows])
+    purge.remove_pending_files(current_app.config)
+
+
+def _mentions_in_file(row: Attachment, needles: list[bytes]) -> bool:
+    """Whether a file's name or bytes name the person (text files, and text
+    inside others as far as it is stored plainly)."""
+    if any(n in row.filename.lower().encode() for n in needles):
+        return True
+    try:
+        with files_service.open_file(current_app.config, row.stored_name) as fh:
+            data = fh.read(files_service.CHUNK * 20).lower()
+    except FileNotFoundError:
+        return False
+    return any(n in data for n in needles)
+
+
 def _step_files(actor: Actor, req: ErasureRequest, user: User) -> None:
-    """Their own attachments go: rows now, files right after (crash-safe)."""
+    """Their own attachments go, and any file on their tickets or elsewhere
+    whose name or text names them."""
     while True:
         rows = list(Attachment.select().where(Attachment.uploader == user.id).limit(BATCH))
         if not rows:
             break
-        with audit.transaction():
-            purge._note_files(rows)
-            crypto.destroy_record_keys("Attachment", [r.id for r in rows])
-            audit.purge(actor, Attachment, [r.id for r in rows])
-        purge.remove_pending_files(current_app.config)
+        _remove_attachments(actor, rows)
+    terms = _terms(user)
+    needles = [t.lower().encode() for t in terms]
+    by_name = None
+    for term in terms:
+        c = Attachment.filename.contains(term)
+        by_name = c if by_name is None else by_name | c
+    on_theirs = Attachment.ticket.in_(Ticket.select(Ticket.id).where(Ticket.requester == user.id))
+    candidates = on_theirs if by_name is None else (on_theirs | by_name)
+    last = 0
+    while True:
+        rows = list(Attachment.select().where(candidates, Attachment.id > last)
+                    .order_by(Attachment.id).limit(BATCH))
+        if not rows:
+            break
+        last = rows[-1].id
+        naming = [r for r in rows if _mentions_in_file(r, needles)]
+        if naming:
+            _remove_attachments(actor, naming)
 
 
 def _replace(text: str, terms: list[str], replacement: str) -> str:
