@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import signal
-import socket
 import sys
-import uuid
 from dataclasses import dataclass
 from typing import Callable
 
@@ -61,10 +58,6 @@ JOBS = (
 )
 
 
-def holder_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 def run_job(app: Flask, job: Job, holder: str) -> bool:
     """Run one job if this process holds the scheduler lease; True if it ran."""
     with app.app_context():
@@ -83,7 +76,7 @@ def run_scheduler(overrides: dict | None = None) -> None:
 
     from desk import create_app
     app = create_app(overrides)
-    holder = holder_id()
+    holder = leases.local_holder()
     scheduler = BlockingScheduler(timezone="UTC")
     for job in JOBS:
         scheduler.add_job(run_job, "interval", seconds=job.seconds, args=(app, job, holder),

@@ -94,13 +94,13 @@ def counting_job(counter: list, name: str = "count") -> jobs.Job:
 
 
 def test_holder_ids_are_unique():
-    assert jobs.holder_id() != jobs.holder_id()
+    assert leases.local_holder() != leases.local_holder()
 
 
 def test_only_one_of_two_schedulers_runs_each_job(app):
     counter = []
     job = counting_job(counter)
-    a, b = jobs.holder_id(), jobs.holder_id()
+    a, b = leases.local_holder(), leases.local_holder()
     for _ in range(5):
         ran = [jobs.run_job(app, job, a), jobs.run_job(app, job, b)]
         assert ran == [True, False]
@@ -140,7 +140,7 @@ def test_a_failing_job_does_not_stop_the_scheduler(app, caplog):
         raise RuntimeError("boom")
 
     counter = []
-    holder = jobs.holder_id()
+    holder = leases.local_holder()
     with caplog.at_level(logging.ERROR, logger="desk.jobs"):
         assert jobs.run_job(app, jobs.Job("explode", explode, 15), holder) is True
     assert "job explode failed" in caplog.text
@@ -148,7 +148,7 @@ def test_a_failing_job_does_not_stop_the_scheduler(app, caplog):
 
     # The scheduler still holds the lease and keeps running jobs.
     assert jobs.run_job(app, counting_job(counter), holder)
-    assert not jobs.run_job(app, counting_job(counter), jobs.holder_id())
+    assert not jobs.run_job(app, counting_job(counter), leases.local_holder())
     assert counter == [1]
 
 
@@ -159,7 +159,7 @@ def test_a_job_failing_inside_a_database_transaction_leaves_the_connection_usabl
             mail.queue("ann@example.com", "rolled back", "body\n")
             db.execute_sql("SELECT * FROM no_such_table")
 
-    holder = jobs.holder_id()
+    holder = leases.local_holder()
     with caplog.at_level(logging.ERROR, logger="desk.jobs"):
         assert jobs.run_job(app, jobs.Job("bad-sql", bad_sql, 15), holder)
     assert "job bad-sql failed" in caplog.text
@@ -174,7 +174,7 @@ def test_deliver_mail_job_sends_the_queue(app):
     with app.app_context():
         mail.queue("ann@example.com", "你好", "正文\n")
     job = next(j for j in jobs.JOBS if j.name == "deliver-mail")
-    a, b = jobs.holder_id(), jobs.holder_id()
+    a, b = leases.local_holder(), leases.local_holder()
     assert jobs.run_job(app, job, a)
     assert not jobs.run_job(app, job, b)
 
@@ -187,7 +187,7 @@ def test_deliver_mail_job_sends_the_queue(app):
 
 
 def test_every_job_runs_under_the_lease(app):
-    holder = jobs.holder_id()
+    holder = leases.local_holder()
     names = [job.name for job in jobs.JOBS]
     assert len(names) == len(set(names))
     assert "renew-lease" in names

@@ -102,27 +102,38 @@ def _ticket_row(t: Ticket) -> list:
             _iso(t.created_at), _iso(t.updated_at)]
 
 
+def _live_tickets():
+    return Ticket.select(Ticket.id).where(Ticket.deleted_at.is_null())
+
+
 def _comments(user: User):
-    """Comments on the person's tickets that they may see, and their own comments."""
+    """Comments on the person's tickets that they may see, and their own
+    comments; nothing that is in the recycle bin."""
     on_mine = Comment.ticket.in_(Ticket.select(Ticket.id).where(Ticket.requester == user.id,
                                                                 Ticket.deleted_at.is_null()))
     visible = on_mine if policy.sees_private_comments(user) else (on_mine & (Comment.is_public == True))  # noqa: E712
     author = User.alias()
     return (Comment.select(Comment, author.name.alias("author_name"))
             .join(author, on=(Comment.author == author.id))
-            .where(visible | (Comment.author == user.id), Comment.deleted_at.is_null())
+            .where(visible | (Comment.author == user.id), Comment.deleted_at.is_null(),
+                   Comment.ticket.in_(_live_tickets()))
             .order_by(Comment.id).objects())
 
 
 def _attachments(user: User):
-    """Files on the person's visible comments and tickets, or uploaded by them."""
-    public_comment = Comment.select(Comment.id).where(Comment.is_public == True)  # noqa: E712
-    visible = (Attachment.comment.is_null() | Attachment.comment.in_(public_comment)
-               if not policy.sees_private_comments(user) else Attachment.id.is_null(False))
+    """Files on the person's visible comments and tickets, or uploaded by them;
+    nothing on a ticket or comment that is in the recycle bin."""
+    live_comments = Comment.select(Comment.id).where(Comment.deleted_at.is_null())
+    if not policy.sees_private_comments(user):
+        live_comments = live_comments.where(Comment.is_public == True)  # noqa: E712
+    visible = Attachment.comment.is_null() | Attachment.comment.in_(live_comments)
     mine = Attachment.ticket.in_(Ticket.select(Ticket.id).where(Ticket.requester == user.id,
                                                                 Ticket.deleted_at.is_null()))
-    return (Attachment.select().where(Attachment.deleted_at.is_null(),
-                                      (mine & visible) | (Attachment.uploader == user.id))
+    return (Attachment.select().where(Attachment.deleted_at.is_null(), Attachment.ticket.in_(_live_tickets()),
+                                      ((mine & visible) | (Attachment.uploader == user.id)),
+                                      Attachment.comment.is_null()
+                                      | Attachment.comment.in_(Comment.select(Comment.id)
+                                                               .where(Comment.deleted_at.is_null())))
             .order_by(Attachment.id))
 
 

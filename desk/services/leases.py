@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import socket
+import uuid
 import zlib
 from typing import Callable, Iterator
 
@@ -33,6 +36,36 @@ def hold(name: str, holder: str, ttl: dt.timedelta) -> bool:
     return True
 
 
+def local_holder() -> str:
+    """A holder id naming this host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """A holder on this host whose process no longer exists (killed, crashed)."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def take_over_if_dead(name: str) -> bool:
+    """Free a lease whose holder died on this host; True if it was freed."""
+    row = Lease.get_or_none(Lease.name == name)
+    if row is None or not _holder_is_dead(row.holder):
+        return False
+    with write_transaction():
+        Lease.delete().where(Lease.name == name, Lease.holder == row.holder).execute()
+    return True
+
+
 def release(name: str, holder: str) -> None:
     with write_transaction():
         Lease.delete().where(Lease.name == name, Lease.holder == holder).execute()
@@ -58,7 +91,7 @@ def exclusive(name: str, holder: str, ttl: dt.timedelta) -> Iterator[Callable[[]
         finally:
             db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
         return
-    if not hold(name, holder, ttl):
+    if not hold(name, holder, ttl) and not (take_over_if_dead(name) and hold(name, holder, ttl)):
         yield None
         return
     try:

@@ -4,7 +4,6 @@ responsive, once across every process, resumable after a crash."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from dataclasses import dataclass
 from dataclasses import field
@@ -87,16 +86,21 @@ ATTACHMENTS_OF = {
 }
 
 
-def purge_records(actor: Actor, model, ids: list[int], config: dict) -> int:
-    """Remove rows for good with their comments and files. Rows and the notes
-    of their files go in one transaction; the files right after."""
+def purge_records(actor: Actor, model, ids: list[int], config: dict) -> tuple[int, int]:
+    """Remove rows for good with their comments and files, and shred the
+    history of their text. Rows and the notes of their files go in one
+    transaction; the files right after. Returns (rows, files)."""
     with audit.transaction():
-        _note_files(Attachment.select(Attachment.stored_name)
-                    .where(ATTACHMENTS_OF[model.__name__](ids)))
+        files_gone = list(Attachment.select(Attachment.id, Attachment.stored_name)
+                          .where(ATTACHMENTS_OF[model.__name__](ids)))
+        _note_files(files_gone)
         crypto.destroy_record_keys(model.__name__, ids)
+        crypto.destroy_record_keys("Attachment", [a.id for a in files_gone])
+        if model is Ticket:
+            crypto.destroy_record_keys("Comment", [c.id for c in Comment.select(Comment.id)
+                                                   .where(Comment.ticket.in_(ids))])
         count = audit.purge(actor, model, ids)
-    remove_pending_files(config)
-    return count
+    return count, remove_pending_files(config)
 
 
 def purge_expired(config: dict, dry_run: bool = False, batch: int = BATCH,
@@ -109,7 +113,7 @@ def purge_expired(config: dict, dry_run: bool = False, batch: int = BATCH,
         counts = due()
         report.tickets, report.comments, report.people = counts["tickets"], counts["comments"], counts["people"]
         return report
-    holder = f"purge:{os.getpid()}:{time.monotonic_ns()}"
+    holder = leases.local_holder()
     with leases.exclusive(LOCK, holder, dt.timedelta(minutes=5)) as renew:
         if renew is None:
             report.skipped = True
@@ -122,8 +126,9 @@ def purge_expired(config: dict, dry_run: bool = False, batch: int = BATCH,
                        .order_by(model.id).limit(batch)]
                 if not ids:
                     break
-                count = purge_records(audit.SYSTEM, model, ids, config)
+                count, removed = purge_records(audit.SYSTEM, model, ids, config)
                 setattr(report, name, getattr(report, name) + count)
+                report.files += removed
                 renew()
                 if progress:
                     progress(name, count)
@@ -139,7 +144,8 @@ def _anonymize_expired_people(limit, progress, renew) -> int:
     so the tickets they touched keep their shape)."""
     from desk.services import erasure
     done = 0
-    for person in User.select().where(User.deleted_at < limit, User.anonymized_at.is_null()):
+    due_people = list(User.select().where(User.deleted_at < limit, User.anonymized_at.is_null()))
+    for person in due_people:
         erasure.anonymize_now(audit.SYSTEM, person)
         done += 1
         renew()
