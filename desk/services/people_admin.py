@@ -14,7 +14,12 @@ def people(actor_user: User, kind: str, q: str = "", page: int = 1) -> Page:
     query = User.select().where(User.kind == kind, User.deleted_at.is_null())
     q = search_text(q)
     if q:
-        query = query.where(User.name.contains(q) | User.email.contains(q))
+        searchable = [f for f in ("name", "email")
+                      if kind != "end_user" or policy.visible(actor_user, "contacts", f)]
+        condition = User.id.is_null()
+        for name in searchable:
+            condition = condition | getattr(User, name).contains(q)
+        query = query.where(condition)
     page = max(1, page)
     total = query.count()
     return Page(list(query.order_by(User.name, User.id).paginate(page, PER_PAGE)), page, total)

@@ -145,7 +145,7 @@ def effective(admin: User, agent_id: int) -> dict:
     return {
         "agent": agent,
         "role": agent.role,
-        "scope": agent.role.ticket_scope if not agent.role.is_admin else SCOPE_ALL,
+        "scope": "everything" if agent.role.is_admin else agent.role.ticket_scope,
         "departments": list(Department.select().join(AgentDepartment)
                             .where(AgentDepartment.agent == agent.id).order_by(Department.name)),
         "matrix": {m: {a: policy.can(agent, f"{m}:{a}") for a in policy.ACTIONS} for m in policy.MODULES},

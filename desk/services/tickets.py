@@ -9,6 +9,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
@@ -282,6 +283,7 @@ def agent_tickets(agent: User, filters: Filters, page: int = 1) -> Page:
     """The desk's ticket list. The default view: open tickets assigned to me,
     and unassigned ones in my departments."""
     policy.require(agent, "tickets:view")
+    filters = _visible_filters(agent, filters)
     query = _with_people(Ticket.select()).where(policy.ticket_filter(agent), Ticket.deleted_at.is_null())
     if filters.default_view:
         mine = policy.department_ids(agent)
@@ -302,10 +304,34 @@ def agent_tickets(agent: User, filters: Filters, page: int = 1) -> Page:
         query = query.where(Ticket.assignee == int(filters.assignee))
     if filters.requester:
         term = filters.requester.lower()
-        query = query.where((fn.LOWER(User.email) == term) | User.name.contains(filters.requester))
+        by_email = fn.LOWER(User.email) == term
+        by_name = User.name.contains(filters.requester)
+        email_ok = policy.visible(agent, "contacts", "email")
+        name_ok = policy.visible(agent, "contacts", "name")
+        if email_ok and name_ok:
+            query = query.where(by_email | by_name)
+        else:
+            query = query.where(by_email if email_ok else by_name if name_ok else Ticket.id.is_null())
     if filters.q:
         query = query.where(Ticket.subject.contains(filters.q))
     return _page(query.order_by(*SORTS[filters.sort]), page)
+
+
+def _visible_filters(agent: User, f: Filters) -> Filters:
+    """Drop filters and sorting on fields the agent may not see: a filter on a
+    hidden field would reveal its values."""
+    def hidden(name: str) -> bool:
+        return not policy.visible(agent, "tickets", name)
+    return replace(
+        f,
+        status="" if hidden("status") else f.status,
+        priority="" if hidden("priority") else f.priority,
+        department=None if hidden("department") else f.department,
+        assignee="" if hidden("assignee") else f.assignee,
+        requester="" if hidden("requester") else f.requester,
+        q="" if hidden("subject") else f.q,
+        sort="updated" if f.sort == "priority" and hidden("priority") else f.sort,
+    )
 
 
 def assignable_agents() -> list[User]:

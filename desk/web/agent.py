@@ -33,6 +33,7 @@ def tickets():
     page = ticket_service.agent_tickets(current_user, filters, page_number())
     return render_template("agent/tickets.html", page=page, filters=filters,
                            fields=policy.field_levels(current_user, "tickets"),
+                           contact_fields=policy.field_levels(current_user, "contacts"),
                            agents=ticket_service.assignable_agents(),
                            departments=ticket_service.all_departments(),
                            args={k: v for k, v in request.args.items() if k in FILTER_ARGS})

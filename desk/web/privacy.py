@@ -43,7 +43,9 @@ def people(module: str):
     """Contacts (end users) or agents, with delete and erase actions."""
     q = search_text(request.args.get("q", ""))
     page = people_admin.people(current_user, PEOPLE[module], q, page_number())
-    return render_template("agent/people.html", module=module, page=page, q=q)
+    levels = (policy.field_levels(current_user, "contacts") if module == "contacts"
+              else {"name": policy.EDIT, "email": policy.EDIT, "phone": policy.EDIT})
+    return render_template("agent/people.html", module=module, page=page, q=q, fields=levels)
 
 
 @bp.route("/agent/people/<id:user_id>/delete", methods=["POST"])
