@@ -2,6 +2,7 @@
 import unicodedata
 
 from flask_babel import lazy_gettext as _l
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import ValidationError
 
 
@@ -11,3 +12,8 @@ class NoControlCharacters:
     def __call__(self, form, field):
         if any(unicodedata.category(ch) == "Cc" and ch not in "\n\r\t" for ch in field.data or ""):
             raise ValidationError(_l("Text must not contain control characters."))
+
+
+def options(pairs) -> list[SelectChoice]:
+    """Choices for a SelectField or RadioField from (value, label) pairs."""
+    return [SelectChoice(value, label) for value, label in pairs]

@@ -10,12 +10,13 @@ from wtforms.validators import NumberRange
 
 from desk.models.privacy import ANONYMIZE
 from desk.models.privacy import ERASE_WITH_TICKETS
+from desk.forms.fields import options
 
 
 class EraseForm(FlaskForm):
-    mode = RadioField(_l("How"), default=ANONYMIZE, choices=[
+    mode = RadioField(_l("How"), default=ANONYMIZE, choices=options([
         (ANONYMIZE, _l("Anonymize and keep tickets (pseudonymized)")),
-        (ERASE_WITH_TICKETS, _l("Erase with their tickets (through the recycle bin)"))])
+        (ERASE_WITH_TICKETS, _l("Erase with their tickets (through the recycle bin)"))]))
     confirmation = StringField(_l("Type the placeholder to confirm"), validators=[
         DataRequired(_l("Type the placeholder to confirm.")), Length(max=100)])
 

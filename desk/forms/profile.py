@@ -16,6 +16,7 @@ from desk.services.people import NAME_MAX
 from desk.services.people import PASSWORD_MAX
 from desk.services.people import PASSWORD_MIN
 from desk.services.profile import timezones
+from desk.forms.fields import options
 
 
 def _text(label, max_length, required=False):
@@ -36,8 +37,8 @@ class MyInfoForm(FlaskForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.timezone.choices = [(tz, tz) for tz in timezones()]
-        self.language.choices = [("", _l("Same as my browser"))] + list(LANGUAGE_NAMES.items())
+        self.timezone.choices = options((tz, tz) for tz in timezones())
+        self.language.choices = options([("", _l("Same as my browser"))] + list(LANGUAGE_NAMES.items()))
 
 
 class AgentInfoForm(MyInfoForm):

@@ -11,6 +11,7 @@ from wtforms.validators import Length
 from desk.forms.auth import SignupForm
 from desk.forms.fields import NoControlCharacters
 from desk.web.labels import SCOPE_LABELS
+from desk.forms.fields import options
 
 SCOPE_CHOICES = list(SCOPE_LABELS.items())
 
@@ -18,7 +19,7 @@ SCOPE_CHOICES = list(SCOPE_LABELS.items())
 class RoleForm(FlaskForm):
     name = StringField(_l("Role name"), validators=[
         DataRequired(_l("Enter a name.")), Length(max=200), NoControlCharacters()])
-    ticket_scope = SelectField(_l("Tickets they see"), choices=SCOPE_CHOICES)
+    ticket_scope = SelectField(_l("Tickets they see"), choices=options(SCOPE_CHOICES))
 
 
 class AgentForm(SignupForm):

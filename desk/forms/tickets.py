@@ -18,6 +18,7 @@ from desk.services.tickets import BODY_MAX
 from desk.services.tickets import SUBJECT_MAX
 from desk.web.labels import PRIORITY_LABELS
 from desk.web.labels import STATUS_LABELS
+from desk.forms.fields import options
 
 
 def _body(label, message):
@@ -39,18 +40,18 @@ class ReplyForm(FlaskForm):
 
 
 class AgentReplyForm(ReplyForm):
-    visibility = RadioField(_l("Visibility"), default="public", choices=[
+    visibility = RadioField(_l("Visibility"), default="public", choices=options([
         ("public", _l("Public reply (the requester sees it)")),
-        ("private", _l("Private note (agents only)"))])
+        ("private", _l("Private note (agents only)"))]))
 
 
 class StatusForm(FlaskForm):
-    status = SelectField(_l("Status"), choices=[("open", _l("Reopen")), ("closed", _l("Close"))])
+    status = SelectField(_l("Status"), choices=options([("open", _l("Reopen")), ("closed", _l("Close"))]))
 
 
 class TicketPropertiesForm(FlaskForm):
-    status = SelectField(_l("Status"), choices=[(s, STATUS_LABELS[s]) for s in STATUSES])
-    priority = SelectField(_l("Priority"), choices=[(p, PRIORITY_LABELS[p]) for p in PRIORITIES])
+    status = SelectField(_l("Status"), choices=options((s, STATUS_LABELS[s]) for s in STATUSES))
+    priority = SelectField(_l("Priority"), choices=options((p, PRIORITY_LABELS[p]) for p in PRIORITIES))
     department = SelectField(_l("Department"), coerce=int)
     assignee = SelectField(_l("Assignee"), coerce=int)
 

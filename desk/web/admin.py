@@ -19,6 +19,7 @@ from desk.services import email_change
 from desk.services import tickets as ticket_service
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip
+from desk.forms.fields import options
 
 bp = Blueprint("admin", __name__, url_prefix="/agent/settings")
 
@@ -32,7 +33,7 @@ def index():
 
 def _member_form() -> MemberForm:
     form = MemberForm()
-    form.agent.choices = [(a.id, f"{a.name} <{a.email}>") for a in ticket_service.assignable_agents()]
+    form.agent.choices = options((a.id, f"{a.name} <{a.email}>") for a in ticket_service.assignable_agents())
     return form
 
 

@@ -19,6 +19,7 @@ from desk.web.guards import agent_required
 from desk.web.guards import client_ip
 from desk.web.pages import page_number
 from desk.web.uploads import uploads
+from desk.forms.fields import options
 
 bp = Blueprint("agent", __name__, url_prefix="/agent")
 FILTER_ARGS = ("status", "priority", "department", "assignee", "requester", "q", "sort", "view")
@@ -48,8 +49,8 @@ def _properties_form(ticket) -> TicketPropertiesForm:
     form = TicketPropertiesForm(data={"status": ticket.status, "priority": ticket.priority,
                                       "department": ticket.department_id or 0,
                                       "assignee": ticket.assignee_id or 0})
-    form.department.choices = [(0, _("None"))] + [(d.id, d.name) for d in ticket_service.all_departments()]
-    form.assignee.choices = [(0, _("Unassigned"))] + [(a.id, a.name) for a in ticket_service.assignable_agents()]
+    form.department.choices = options([(0, _("None"))] + [(d.id, d.name) for d in ticket_service.all_departments()])
+    form.assignee.choices = options([(0, _("Unassigned"))] + [(a.id, a.name) for a in ticket_service.assignable_agents()])
     for name in PROPERTY_FIELDS:
         if policy.field_access(current_user, "tickets", name) != policy.EDIT:
             delattr(form, name)

@@ -24,6 +24,7 @@ from desk.web.pages import form_error
 from desk.web.pages import invalid_form
 from desk.web.pages import page_number
 from desk.web.uploads import uploads
+from desk.forms.fields import options
 
 bp = Blueprint("portal", __name__)
 
@@ -46,7 +47,7 @@ def new_ticket():
     end_user_only()
     form = NewTicketForm()
     departments = tickets.public_departments()
-    form.department.choices = [(0, _("Choose…"))] + [(d.id, d.name) for d in departments]
+    form.department.choices = options([(0, _("Choose…"))] + [(d.id, d.name) for d in departments])
     context = {"show_departments": len(departments) > 1}
     if not form.validate_on_submit():
         return invalid_form(form, "portal/new_ticket.html", **context)

@@ -21,6 +21,7 @@ from desk.services import tickets as ticket_service
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip
 from desk.web.labels import role_label
+from desk.forms.fields import options
 
 bp = Blueprint("roles", __name__, url_prefix="/agent/settings")
 
@@ -113,8 +114,8 @@ def delete_role(role_id: int):
 
 def _agent_form() -> AgentForm:
     form = AgentForm()
-    form.role.choices = [(r.id, role_label(r)) for r in roles.all_roles()]
-    form.departments.choices = [(d.id, d.name) for d in ticket_service.all_departments()]
+    form.role.choices = options((r.id, role_label(r)) for r in roles.all_roles())
+    form.departments.choices = options((d.id, d.name) for d in ticket_service.all_departments())
     return form
 
 
@@ -142,7 +143,7 @@ def agent_permissions(agent_id: int):
     """What one agent can see and do; POST gives them another role."""
     info = roles.effective(current_user, agent_id)
     form = AgentRoleForm(role=info["role"].id if info["role"] else None)
-    form.role.choices = [(r.id, role_label(r)) for r in roles.all_roles()]
+    form.role.choices = options((r.id, role_label(r)) for r in roles.all_roles())
     if form.validate_on_submit():
         try:
             roles.set_agent_role(current_user, agent_id, form.role.data, client_ip())
