@@ -31,7 +31,9 @@ def open_database(url: str):
     if url.startswith("sqlite"):
         return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
     if url.startswith(("postgres://", "postgresql://")):
-        return connect(url)
+        # A pool: connections are reused across requests instead of opened each time.
+        pooled = "postgresql+pool://" + url.split("://", 1)[1]
+        return connect(pooled, max_connections=32, stale_timeout=300)
     raise ValueError(f"unsupported database URL: {url.split(':', 1)[0]}")
 
 

@@ -41,6 +41,8 @@ class Ticket(BaseModel):
             (("assignee", "status", "updated_at"), False),
             (("department", "status", "updated_at"), False),
             (("status", "updated_at"), False),
+            (("requester", "deleted_at", "status"), False),
+            (("deleted_at",), False),
         )
 
     def audit_subject_id(self) -> int | None:
@@ -59,7 +61,7 @@ class Comment(BaseModel):
     deleted_by = IntegerField(null=True)
 
     class Meta:
-        indexes = ((("ticket", "created_at"), False),)
+        indexes = ((("ticket", "created_at"), False), (("deleted_at",), False))
 
     def audit_subject_id(self) -> int | None:
         return self.author_id
