@@ -37,3 +37,11 @@ system-deps:
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
+
+# Benchmarks at a scale that finishes in under 10 minutes on 2 cores; writes
+# bench/RESULTS.md. Needs wrk and sqlite3 (Debian; installed here if missing,
+# needs root) and uses PostgreSQL at BENCH_POSTGRES_URL when reachable.
+BENCH_SCALE ?= 0.1
+bench: $(VENV)/.run-deps translations
+	command -v wrk >/dev/null && command -v sqlite3 >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk sqlite3)
+	$(BIN)/python bench/run.py --scale $(BENCH_SCALE)
