@@ -8,12 +8,9 @@ import contextlib
 import datetime as dt
 import email
 import email.policy
-import socket
-import threading
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from aiosmtpd.smtp import LoginPassword
 
@@ -21,6 +18,9 @@ from desk.db import db
 from desk.models import MailMessage
 from desk.models import utcnow
 from desk.services import mail
+from tests.smtp import Collector
+from tests.smtp import free_port
+from tests.smtp import smtp_server
 
 # aiosmtpd warns (rightly) when a test server takes AUTH without TLS.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -30,52 +30,6 @@ BODY = "您好，Ann！\n\n您的工单已有新的回复。\nYour ticket has a 
 
 
 # --- a real SMTP server -------------------------------------------------------
-
-class Collector:
-    """aiosmtpd handler that keeps every envelope it accepts.
-
-    ``rcpt_reply`` / ``data_reply``: answer RCPT / DATA with this instead of 250.
-    """
-
-    def __init__(self, rcpt_reply: str | None = None, data_reply: str | None = None):
-        self.envelopes = []
-        self.rcpt_reply = rcpt_reply
-        self.data_reply = data_reply
-        self.lock = threading.Lock()
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if self.rcpt_reply:
-            return self.rcpt_reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.data_reply:
-            return self.data_reply
-        with self.lock:
-            self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-    def messages(self):
-        return [email.message_from_bytes(e.content, policy=email.policy.default)
-                for e in self.envelopes]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def smtp_server(handler: Collector, port: int | None = None, **kwargs):
-    controller = Controller(handler, hostname="127.0.0.1", port=port or free_port(), **kwargs)
-    controller.start()
-    try:
-        yield controller
-    finally:
-        controller.stop()
-
 
 @contextlib.contextmanager
 def app_with(make_app, **overrides):

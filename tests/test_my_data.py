@@ -4,21 +4,15 @@ real SMTP server once), the password change, and "download my data" (a streamed
 ZIP of JSON, CSV and files with only the person's own data)."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
-import email
-import email.policy
 import io
 import json
 import os
 import re
-import socket
-import threading
 import zipfile
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from desk import audit
 from desk.db import db
@@ -38,6 +32,8 @@ from tests.conftest import FreshClient
 from tests.conftest import csrf_token
 from tests.conftest import login
 from tests.conftest import post_form
+from tests.smtp import Collector
+from tests.smtp import smtp_server
 
 PASSWORD = factories.PASSWORD
 LINK_RE = re.compile(r"https?://\S+?(/confirm-email/[A-Za-z0-9_\-]+)")
@@ -592,40 +588,6 @@ def test_an_address_taken_after_approval_is_refused_at_confirmation(ctx, ann_bro
 
 
 # --- email change over a real SMTP server -----------------------------------------
-
-class Collector:
-    """An aiosmtpd handler that keeps every message it receives."""
-
-    def __init__(self):
-        self.envelopes = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope):
-        with self.lock:
-            self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-    def messages(self):
-        with self.lock:
-            return [email.message_from_bytes(e.content, policy=email.policy.default)
-                    for e in self.envelopes]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def smtp_server(handler):
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield controller
-    finally:
-        controller.stop()
-
 
 def test_email_change_mail_goes_through_a_real_smtp_server(make_app):
     collector = Collector()

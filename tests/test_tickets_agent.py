@@ -814,7 +814,7 @@ def test_admin_manages_departments_and_members(ctx):
     ann = factories.end_user()
     assert post(browser, f"/agent/settings/departments/{dept.id}/members", {"agent": ann.id}).status_code == 400
     assert post(browser, f"/agent/settings/departments/{dept.id}/members", {"agent": "abc"}).status_code == 400
-    assert post(browser, f"/agent/settings/departments/999999/members", {"agent": agent.id}).status_code == 404
+    assert post(browser, "/agent/settings/departments/999999/members", {"agent": agent.id}).status_code == 404
     assert AgentDepartment.select().count() == 1
 
     resp = post(browser, f"/agent/settings/departments/{dept.id}/members/{agent.id}/remove")

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import email
-import email.policy
 import hashlib
 import io
 import json
 import re
-import socket
 import struct
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -41,6 +37,8 @@ from tests.conftest import FreshClient
 from tests.conftest import csrf_token
 from tests.conftest import login
 from tests.conftest import post_form
+from tests.smtp import Collector
+from tests.smtp import free_port
 
 HUGE_ID = "99999999999999999999"
 TICKET_LINK = re.compile(r'href="/my/tickets/(\d+)"')
@@ -647,26 +645,6 @@ def test_requester_is_told_of_public_agent_replies_never_of_private_notes(ctx, a
 
 
 # --- mail over a real SMTP server ---------------------------------------------
-
-class Collector:
-    def __init__(self):
-        self.envelopes = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope):
-        with self.lock:
-            self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-    def messages(self):
-        return [email.message_from_bytes(e.content, policy=email.policy.default) for e in self.envelopes]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_acknowledgement_waits_for_smtp_and_is_delivered_when_it_is_back(make_app):
     port = free_port()
