@@ -42,7 +42,6 @@ class Ticket(BaseModel):
             (("department", "status", "updated_at"), False),
             (("status", "updated_at"), False),
             (("requester", "deleted_at", "status"), False),
-            (("deleted_at",), False),
         )
 
     def audit_subject_id(self) -> int | None:
@@ -61,7 +60,7 @@ class Comment(BaseModel):
     deleted_by = IntegerField(null=True)
 
     class Meta:
-        indexes = ((("ticket", "created_at"), False), (("deleted_at",), False))
+        indexes = ((("ticket", "created_at"), False),)
 
     def audit_subject_id(self) -> int | None:
         return self.author_id
@@ -86,3 +85,10 @@ class Attachment(BaseModel):
 
     def audit_subject_id(self) -> int | None:
         return self.uploader_id
+
+
+# Partial indexes for the purge's look-up of recycled records: only deleted rows
+# are in them, so the planner never prefers them for live-record pages.
+for _model in (Ticket, Comment):
+    _model.add_index(_model.index(_model.deleted_at, name=f"{_model._meta.table_name}_deleted_at")
+                     .where(_model.deleted_at.is_null(False)))

@@ -66,7 +66,7 @@ def _page(query, page: int, count_query=None) -> Page:
     """One page of ``query``; counted on ``count_query`` (without the joins
     that only serve display) when given."""
     page = max(1, page)
-    total = (count_query or query).count()
+    total = (count_query if count_query is not None else query).count()
     return Page(list(query.paginate(page, PER_PAGE)), page, total)
 
 
