@@ -151,3 +151,19 @@ def post_form(client, path: str, data: dict, form_page: str | None = None, **kwa
 
 def login(client, email: str, password: str, **extra):
     return post_form(client, "/login", {"email": email, "password": password, **extra})
+
+
+def browser(app) -> FreshClient:
+    """A browser of its own (own cookies)."""
+    app.test_client_class = FreshClient
+    return app.test_client()
+
+
+def signed_in(app, user, password: str | None = None, **extra) -> FreshClient:
+    """A browser of its own, signed in as ``user``."""
+    from tests import factories
+    b = browser(app)
+    resp = login(b, user.email, password or factories.PASSWORD, **extra)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
+    assert urlsplit(resp.headers["Location"]).path != "/login"
+    return b

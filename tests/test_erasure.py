@@ -52,6 +52,8 @@ from tests.conftest import FreshClient
 from tests.conftest import csrf_token
 from tests.conftest import login
 from tests.conftest import post_form
+from tests.conftest import browser
+from tests.conftest import signed_in
 
 PASSWORD = factories.PASSWORD
 NAME = "Xavierine Qwertyson"
@@ -64,16 +66,6 @@ NEEDLES = VALUES + ("Qwertyson",)
 
 # --- helpers ------------------------------------------------------------------
 
-def browser(app) -> FreshClient:
-    app.test_client_class = FreshClient
-    return app.test_client()
-
-
-def signed_in(app, user, password: str = PASSWORD, **extra) -> FreshClient:
-    b = browser(app)
-    resp = login(b, user.email, password, **extra)
-    assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
-    return b
 
 
 def text(resp) -> str:

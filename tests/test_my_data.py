@@ -28,12 +28,13 @@ from desk.services import mail
 from desk.services import tickets as ticket_service
 from desk.services.attachments import Upload
 from tests import factories
-from tests.conftest import FreshClient
 from tests.conftest import csrf_token
 from tests.conftest import login
 from tests.conftest import post_form
 from tests.smtp import Collector
 from tests.smtp import smtp_server
+from tests.conftest import browser
+from tests.conftest import signed_in
 
 PASSWORD = factories.PASSWORD
 LINK_RE = re.compile(r"https?://\S+?(/confirm-email/[A-Za-z0-9_\-]+)")
@@ -41,17 +42,6 @@ LINK_RE = re.compile(r"https?://\S+?(/confirm-email/[A-Za-z0-9_\-]+)")
 
 # --- helpers ------------------------------------------------------------------
 
-def browser(app) -> FreshClient:
-    """A browser of its own (own cookies)."""
-    app.test_client_class = FreshClient
-    return app.test_client()
-
-
-def signed_in(app, user, password: str = PASSWORD, **extra) -> FreshClient:
-    b = browser(app)
-    resp = login(b, user.email, password, **extra)
-    assert resp.status_code == 302, resp.get_data(as_text=True)
-    return b
 
 
 def sign_in_as(client, user, password: str = PASSWORD, **extra):

@@ -37,8 +37,8 @@ from desk.services import recycle_bin
 from desk.services import tickets as ticket_service
 from tests import factories
 from tests.conftest import CSRF_RE
-from tests.conftest import FreshClient
-from tests.conftest import login
+from tests.conftest import browser
+from tests.conftest import signed_in
 
 
 @pytest.fixture
@@ -49,18 +49,6 @@ def app(make_app):
 
 # -- helpers -----------------------------------------------------------------------
 
-def browser(app) -> FreshClient:
-    app.test_client_class = FreshClient
-    return app.test_client()
-
-
-def signed_in(app, user) -> FreshClient:
-    """A browser of its own, signed in as ``user``."""
-    client = browser(app)
-    resp = login(client, user.email, factories.PASSWORD)
-    assert resp.status_code == 302, resp.get_data(as_text=True)
-    assert urlsplit(resp.headers["Location"]).path != "/login"
-    return client
 
 
 def form_token(client, path: str) -> str:

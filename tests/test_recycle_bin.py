@@ -29,9 +29,10 @@ from desk.models import utcnow
 from desk.services import attachments as files
 from desk.services import tickets as ticket_service
 from tests import factories
-from tests.conftest import FreshClient
 from tests.conftest import csrf_token
 from tests.conftest import login
+from tests.conftest import browser
+from tests.conftest import signed_in
 
 
 @pytest.fixture
@@ -42,17 +43,6 @@ def app(make_app):
 
 # -- helpers -----------------------------------------------------------------
 
-def browser(app) -> FreshClient:
-    app.test_client_class = FreshClient
-    return app.test_client()
-
-
-def signed_in(app, user) -> FreshClient:
-    """A browser of its own, signed in as ``user``."""
-    b = browser(app)
-    resp = login(b, user.email, factories.PASSWORD)
-    assert resp.status_code == 302, resp.get_data(as_text=True)
-    return b
 
 
 def can_sign_in(app, email: str) -> bool:

@@ -27,7 +27,7 @@ from desk.services import tickets as ticket_service
 from tests import factories
 from tests.conftest import FreshClient
 from tests.conftest import csrf_token
-from tests.conftest import login
+from tests.conftest import signed_in
 
 
 @pytest.fixture
@@ -37,14 +37,6 @@ def app(make_app):
 
 
 # -- helpers -----------------------------------------------------------------
-
-def signed_in(app, user) -> FreshClient:
-    """A browser of its own, signed in as ``user``."""
-    app.test_client_class = FreshClient
-    browser = app.test_client()
-    resp = login(browser, user.email, factories.PASSWORD)
-    assert resp.status_code == 302, resp.get_data(as_text=True)
-    return browser
 
 
 def post(browser, path: str, data: dict | None = None, **kwargs):

@@ -33,12 +33,11 @@ from desk.services import tickets as ticket_service
 from desk.services.attachments import Upload
 from desk.services.attachments import sanitize_filename
 from tests import factories
-from tests.conftest import FreshClient
 from tests.conftest import csrf_token
-from tests.conftest import login
 from tests.conftest import post_form
 from tests.smtp import Collector
 from tests.smtp import free_port
+from tests.conftest import signed_in
 
 HUGE_ID = "99999999999999999999"
 TICKET_LINK = re.compile(r'href="/my/tickets/(\d+)"')
@@ -54,14 +53,6 @@ def png_bytes() -> bytes:
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
 
-
-def signed_in(app, user) -> FreshClient:
-    """A browser of its own, signed in as ``user``."""
-    app.test_client_class = FreshClient
-    browser = app.test_client()
-    resp = login(browser, user.email, factories.PASSWORD)
-    assert resp.status_code == 302, resp.get_data(as_text=True)
-    return browser
 
 
 def files_field(files) -> list:
