@@ -24,7 +24,6 @@ from desk.audit import Actor
 from desk.errors import InvalidInput
 from desk.errors import NotFound
 from desk.errors import PermissionDenied
-from desk.models import AgentDepartment
 from desk.models import Attachment
 from desk.models import Comment
 from desk.models import Department
@@ -416,8 +415,3 @@ def get_attachment(user: User, attachment_id: int) -> Attachment:
         if comment is None or (not comment.is_public and not policy.sees_private_comments(user)):
             raise NotFound(_l("No such file."))
     return row
-
-
-def agent_departments(agent: User) -> list[Department]:
-    return list(Department.select().join(AgentDepartment)
-                .where(AgentDepartment.agent == agent.id).order_by(Department.name))

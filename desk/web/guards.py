@@ -6,7 +6,6 @@ from flask_login import current_user
 from flask_login import login_required
 
 from desk import policy
-from desk.audit import Actor
 
 
 def agent_required(view):
@@ -21,9 +20,3 @@ def agent_required(view):
 
 def client_ip() -> str:
     return request.remote_addr or ""
-
-
-def actor() -> Actor:
-    """The signed-in user (or nobody) acting from this request's address."""
-    user = current_user if current_user.is_authenticated else None
-    return Actor.of(user, client_ip())
