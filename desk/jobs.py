@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import signal
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,6 +31,7 @@ class Job:
     name: str
     func: Callable[[], object]
     seconds: int
+    first_after: int = 0  # seconds after start-up of the first run
 
 
 def deliver_mail() -> None:
@@ -53,8 +53,8 @@ def renew_lease() -> None:
 JOBS = (
     Job("renew-lease", renew_lease, 30),
     Job("deliver-mail", deliver_mail, 15),
-    Job("resume-erasures", resume_erasures, 300),
-    Job("purge", purge_expired, 3600),
+    Job("resume-erasures", resume_erasures, 300, first_after=60),
+    Job("purge", purge_expired, 3600, first_after=300),
 )
 
 
@@ -78,13 +78,14 @@ def run_scheduler(overrides: dict | None = None) -> None:
     app = create_app(overrides)
     holder = leases.local_holder()
     scheduler = BlockingScheduler(timezone="UTC")
+    now = dt.datetime.now(dt.timezone.utc)
     for job in JOBS:
         scheduler.add_job(run_job, "interval", seconds=job.seconds, args=(app, job, holder),
                           id=job.name, max_instances=1, coalesce=True,
-                          next_run_time=dt.datetime.now(dt.timezone.utc))
+                          next_run_time=now + dt.timedelta(seconds=job.first_after))
     # SIGTERM (server shutdown) ends the loop normally, so the lease is released
     # and a restarted server takes over at once.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
     log.info("scheduler %s started", holder)
     try:
         scheduler.start()
