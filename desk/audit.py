@@ -60,6 +60,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _record_type(instance: BaseModel) -> str:
+    """The model's name, also when ``instance`` is a proxy to it (current_user)."""
+    return instance._meta.model.__name__
+
+
 def _record_id(instance: BaseModel) -> str:
     pk = instance._pk
     if isinstance(pk, tuple):
@@ -75,7 +80,7 @@ def _present(instance: BaseModel, field: str, value: Any, subject_id: int | None
     if field in instance.personal_fields and subject_id is not None:
         return crypto.seal_for_subject(subject_id, _plain(value))
     if field in instance.text_fields:
-        return crypto.seal_for_record(type(instance).__name__, _record_id(instance), subject_id,
+        return crypto.seal_for_record(_record_type(instance), _record_id(instance), subject_id,
                                       _plain(value))
     return _plain(value)
 
@@ -116,12 +121,6 @@ def _payload(entry: AuditEntry) -> str:
                        entry.ip], ensure_ascii=False)
 
 
-def _real(instance):
-    """The model itself when given a proxy to it (flask-login's current_user)."""
-    unwrap = getattr(instance, "_get_current_object", None)
-    return unwrap() if unwrap is not None else instance
-
-
 def _fields(instance: BaseModel) -> dict:
     return {name: instance.__data__.get(name) for name in instance._meta.fields}
 
@@ -144,7 +143,6 @@ def update(actor: Actor, instance: BaseModel, action: str = "update", redact: bo
     """Change fields of a row and record old and new values; returns the changes
     (empty, and nothing written, when no value differs). With ``redact`` the
     entry names the fields that changed but records no value (scrubbing)."""
-    instance = _real(instance)
     old = _fields(instance)
     new = dict(old)
     new.update({k: _plain(v) for k, v in values.items()})
@@ -160,18 +158,17 @@ def update(actor: Actor, instance: BaseModel, action: str = "update", redact: bo
             instance.updated_at = utcnow()
             dirty.append(instance._meta.fields["updated_at"])
         instance.save(only=dirty)
-        _append(actor, action, type(instance).__name__, _record_id(instance),
+        _append(actor, action, _record_type(instance), _record_id(instance),
                 instance.audit_subject_id(), changes)
     return changes
 
 
 def delete(actor: Actor, instance: BaseModel) -> None:
     """Delete a row for good and record the values it had."""
-    instance = _real(instance)
     with _audited():
         changes = _diff(instance, _fields(instance), {})
         instance.delete_instance()
-        _append(actor, "delete", type(instance).__name__, _record_id(instance),
+        _append(actor, "delete", _record_type(instance), _record_id(instance),
                 instance.audit_subject_id(), changes)
 
 

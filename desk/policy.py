@@ -90,11 +90,6 @@ def ticket_filter(user):
     return visible | assigned
 
 
-def can_see_ticket(user, ticket) -> bool:
-    from desk.models import Ticket
-    return Ticket.select().where(Ticket.id == ticket.id, ticket_filter(user)).exists()
-
-
 def sees_private_comments(user) -> bool:
     """Private agent notes are for agents who may view comments, never end users."""
     return is_agent(user) and can(user, "comments:view")

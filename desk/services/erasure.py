@@ -40,8 +40,8 @@ from desk.models.privacy import ERASE_WITH_TICKETS
 from desk.models.privacy import REQUESTED
 from desk.models.privacy import RUNNING
 from desk.services import attachments as files_service
+from desk.services import people
 from desk.services import purge
-from desk.services.recycle_bin import is_last_admin
 
 MODES = (ANONYMIZE, ERASE_WITH_TICKETS)
 OPEN = (REQUESTED, RUNNING)
@@ -104,7 +104,7 @@ def preview(admin: User, user_id: int) -> dict:
 def _guard(admin: User, user: User, request_id: int | None = None) -> None:
     if admin.id == user.id:
         raise PermissionDenied(_l("You cannot erase yourself."))
-    if is_last_admin(user):
+    if people.is_last_admin(user):
         raise Conflict(_l("The last administrator cannot be erased."))
     other = _open_request(user, excluding=request_id)
     if other is not None and other.status == RUNNING:

@@ -8,6 +8,7 @@ from email_validator import validate_email
 from flask import current_app
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from peewee import JOIN
 from peewee import IntegrityError
 from peewee import fn
 
@@ -116,3 +117,13 @@ def has_admin() -> bool:
     return (User.select().join(Role)
             .where(Role.is_admin == True, User.is_active == True,  # noqa: E712
                    User.deleted_at.is_null()).exists())
+
+
+def is_last_admin(user: User) -> bool:
+    """Whether no other active administrator would be left without ``user``."""
+    if not (user.role_id and Role.get_by_id(user.role_id).is_admin):
+        return False
+    others = (User.select().join(Role, JOIN.INNER, on=(User.role == Role.id))
+              .where(Role.is_admin == True, User.id != user.id,  # noqa: E712
+                     User.deleted_at.is_null(), User.is_active == True))  # noqa: E712
+    return not others.exists()

@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask_babel import lazy_gettext as _l
-from peewee import JOIN
-
 from desk import audit
 from desk import crypto
 from desk import policy
@@ -16,10 +14,11 @@ from desk.errors import Conflict
 from desk.errors import NotFound
 from desk.errors import PermissionDenied
 from desk.models import Comment
-from desk.models import Role
 from desk.models import Ticket
 from desk.models import User
 from desk.models import utcnow
+from desk.services import people
+from desk.services import purge
 from desk.services import retention
 from desk.services.tickets import PER_PAGE
 from desk.services.tickets import Page
@@ -106,17 +105,7 @@ def delete_permanently(actor_user: User, module: str, record_id: int, config: di
     policy.require(actor_user, f"{module}:delete")
     policy.require(actor_user, "recycle_bin:delete")
     row = _deleted_row(module, record_id)
-    from desk.services import purge
     purge.purge_records(Actor.of(actor_user, ip), type(row), [row.id], config)
-
-
-def is_last_admin(user: User) -> bool:
-    if not (user.role_id and Role.get_by_id(user.role_id).is_admin):
-        return False
-    others = (User.select().join(Role, JOIN.INNER, on=(User.role == Role.id))
-              .where(Role.is_admin == True, User.id != user.id,  # noqa: E712
-                     User.deleted_at.is_null(), User.is_active == True))  # noqa: E712
-    return not others.exists()
 
 
 def delete_person(actor_user: User, user_id: int, ip: str = "") -> User:
@@ -128,7 +117,7 @@ def delete_person(actor_user: User, user_id: int, ip: str = "") -> User:
     policy.require(actor_user, "agents:delete" if person.is_agent else "contacts:delete")
     if person.id == actor_user.id:
         raise PermissionDenied(_l("You cannot delete yourself."))
-    if is_last_admin(person):
+    if people.is_last_admin(person):
         raise Conflict(_l("The last administrator cannot be deleted."))
     audit.update(Actor.of(actor_user, ip), person, action="delete", deleted_at=utcnow(),
                  deleted_by=actor_user.id, session_token=crypto.new_token(24))

@@ -23,7 +23,6 @@ from desk.models.people import SCOPE_ASSIGNED
 from desk.models.people import SCOPE_DEPARTMENTS
 from desk.services import people
 from desk.services.people import clean_text
-from desk.services.recycle_bin import is_last_admin
 
 SCOPES = (SCOPE_ALL, SCOPE_DEPARTMENTS, SCOPE_ASSIGNED)
 
@@ -118,7 +117,7 @@ def set_agent_role(admin: User, agent_id: int, role_id: int, ip: str = "") -> di
     if agent is None:
         raise NotFound(_l("No such agent."))
     role = get(role_id)
-    if not role.is_admin and is_last_admin(agent):
+    if not role.is_admin and people.is_last_admin(agent):
         raise Conflict(_l("The last administrator must stay an administrator."))
     return audit.update(Actor.of(admin, ip), agent, role=role)
 
