@@ -22,8 +22,8 @@ translations: $(VENV)/.run-deps
 	$(BIN)/pybabel compile --use-fuzzy -d translations
 
 extract-messages: $(VENV)/.run-deps
-	$(BIN)/pybabel extract -F babel.cfg -k _l --ignore-dirs='.*' -o translations/messages.pot .
-	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching
+	$(BIN)/pybabel extract -F babel.cfg -k _l --ignore-dirs='.*' --no-location --sort-output -o translations/messages.pot .
+	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching --ignore-obsolete
 
 run: translations
 	$(BIN)/python app.py run
