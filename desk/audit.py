@@ -96,23 +96,55 @@ def _diff(instance: BaseModel, old: dict, new: dict) -> dict[str, list]:
     return changes
 
 
-def _append(actor: Actor, action: str, record_type: str, record_id: str | None,
-            subject_id: int | None, changes: dict) -> AuditEntry:
+def _head() -> AuditHead:
+    """The chain head, locked for this transaction on PostgreSQL (on SQLite the
+    write transaction already holds the database's only write lock)."""
     head_query = AuditHead.select().where(AuditHead.id == 1)
     if is_postgres():
         head_query = head_query.for_update()
-    head = head_query.get()
+    return head_query.get()
+
+
+def _entry(head_seq: int, prev_hash: str, actor: Actor, action: str, record_type: str,
+           record_id: str | None, subject_id: int | None, changes: dict,
+           created_at: dt.datetime) -> AuditEntry:
     ip = actor.ip
     if ip and actor.user_id is not None:
         ip = crypto.seal_for_subject(actor.user_id, ip)
-    entry = AuditEntry(seq=head.seq + 1, created_at=utcnow(), actor_id=actor.user_id,
+    entry = AuditEntry(seq=head_seq + 1, created_at=created_at, actor_id=actor.user_id,
                        action=action, record_type=record_type, record_id=record_id,
                        subject_id=subject_id, changes=json.dumps(changes, sort_keys=True),
-                       ip=ip, prev_hash=head.hash)
-    entry.hash = crypto.chain_hash(head.hash, _payload(entry))
+                       ip=ip, prev_hash=prev_hash)
+    entry.hash = crypto.chain_hash(prev_hash, _payload(entry))
+    return entry
+
+
+def _append(actor: Actor, action: str, record_type: str, record_id: str | None,
+            subject_id: int | None, changes: dict) -> AuditEntry:
+    head = _head()
+    entry = _entry(head.seq, head.hash, actor, action, record_type, record_id, subject_id,
+                   changes, utcnow())
     entry.save(force_insert=True)
     AuditHead.update(seq=entry.seq, hash=entry.hash).where(AuditHead.id == 1).execute()
     return entry
+
+
+INSERT_CHUNK = 500  # rows per INSERT: 11 columns each, well under SQLite's variable limit
+
+
+def _append_many(actor: Actor, action: str, record_type: str, record_ids: list[str]) -> None:
+    """One entry per record, chained as ``_append`` would chain them, written
+    with multi-row INSERTs and one update of the head."""
+    head = _head()
+    seq, prev, now = head.seq, head.hash, utcnow()
+    rows = []
+    for record_id in record_ids:
+        entry = _entry(seq, prev, actor, action, record_type, record_id, None, {}, now)
+        rows.append(entry.__data__)
+        seq, prev = entry.seq, entry.hash
+    for start in range(0, len(rows), INSERT_CHUNK):
+        AuditEntry.insert_many(rows[start:start + INSERT_CHUNK]).execute()
+    AuditHead.update(seq=seq, hash=prev).where(AuditHead.id == 1).execute()
 
 
 def _payload(entry: AuditEntry) -> str:
@@ -179,8 +211,7 @@ def purge(actor: Actor, model: type[BaseModel], ids: list[int]) -> int:
         return 0
     with _audited():
         count = model.delete().where(model._meta.primary_key.in_(ids)).execute()
-        for record_id in ids:
-            _append(actor, "purge", model.__name__, str(record_id), None, {})
+        _append_many(actor, "purge", model.__name__, [str(record_id) for record_id in ids])
     return count
 
 

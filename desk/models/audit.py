@@ -1,11 +1,11 @@
 """The audit log: an append-only hash chain, written only by desk.audit."""
 from peewee import BigIntegerField
 from peewee import CharField
-from peewee import DateTimeField
 from peewee import IntegerField
 from peewee import TextField
 
 from desk.models.base import BaseModel
+from desk.models.base import DateTimeField
 from desk.models.base import utcnow
 
 

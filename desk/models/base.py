@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 
+from peewee import DateTimeField as _PeeweeDateTimeField
 from peewee import Model
 
 from desk.db import db
@@ -17,6 +18,20 @@ _audited_write = contextvars.ContextVar("desk_audited_write", default=False)
 def utcnow() -> dt.datetime:
     """Current UTC time, naive, as stored in every DateTimeField."""
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class DateTimeField(_PeeweeDateTimeField):
+    """A naive UTC datetime. SQLite stores it as ISO 8601 text, read back with
+    ``fromisoformat`` (peewee's own field tries ``strptime`` formats, which
+    cost more than the rest of reading the row); PostgreSQL hands datetimes."""
+
+    def python_value(self, value):
+        if isinstance(value, str):
+            try:
+                return dt.datetime.fromisoformat(value)
+            except ValueError:
+                return super().python_value(value)
+        return value
 
 
 def _check(model_class) -> None:

@@ -2,12 +2,12 @@
 from peewee import BooleanField
 from peewee import CharField
 from peewee import CompositeKey
-from peewee import DateTimeField
 from peewee import ForeignKeyField
 from peewee import IntegerField
 from peewee import TextField
 
 from desk.models.base import BaseModel
+from desk.models.base import DateTimeField
 from desk.models.base import utcnow
 
 AGENT = "agent"

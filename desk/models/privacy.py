@@ -1,11 +1,11 @@
 """Privacy requests made by people about their own data."""
 from peewee import CharField
-from peewee import DateTimeField
 from peewee import ForeignKeyField
 from peewee import IntegerField
 from peewee import TextField
 
 from desk.models.base import BaseModel
+from desk.models.base import DateTimeField
 from desk.models.base import utcnow
 from desk.models.people import User
 

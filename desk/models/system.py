@@ -1,10 +1,10 @@
 """Operational tables: settings, data subject keys, scheduler leases, mail queue."""
 from peewee import CharField
-from peewee import DateTimeField
 from peewee import IntegerField
 from peewee import TextField
 
 from desk.models.base import BaseModel
+from desk.models.base import DateTimeField
 from desk.models.base import utcnow
 
 

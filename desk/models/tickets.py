@@ -6,12 +6,12 @@ the person it mostly concerns (requester, author, uploader).
 from peewee import BigIntegerField
 from peewee import BooleanField
 from peewee import CharField
-from peewee import DateTimeField
 from peewee import ForeignKeyField
 from peewee import IntegerField
 from peewee import TextField
 
 from desk.models.base import BaseModel
+from desk.models.base import DateTimeField
 from desk.models.base import utcnow
 from desk.models.people import Department
 from desk.models.people import User
