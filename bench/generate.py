@@ -178,6 +178,8 @@ class Writer:
 
     def finish(self) -> None:
         self.create_indexes()
+        from desk import textindex
+        textindex.rebuild()  # the SQLite text index, over the rows loaded around desk.audit
         if self.pg:
             for table in ("department", "user", "ticket", "comment", "attachment"):
                 self.db.execute_sql(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 from peewee import Model
 
 from desk import crypto
+from desk import textindex
 from desk.db import is_postgres
 from desk.db import write_transaction
 from desk.models import AuditEntry
@@ -161,6 +162,7 @@ def create(actor: Actor, model: type[BaseModel], **values) -> BaseModel:
     """Insert a row and record who created it with every value."""
     with _audited():
         instance = model.create(**values)
+        textindex.added(model._meta.table_name, [instance._pk])
         changes = _diff(instance, {}, _fields(instance))
         _append(actor, "create", model.__name__, _record_id(instance),
                 instance.audit_subject_id(), changes)
@@ -183,6 +185,10 @@ def update(actor: Actor, instance: BaseModel, action: str = "update", redact: bo
     with _audited():
         changes = _diff(instance, old, new) if not redact else {
             k: [SCRUBBED, SCRUBBED] for k in values if _plain(old.get(k)) != new[k]}
+        table = instance._meta.table_name
+        reindex = bool(set(values) & set(textindex.indexed_columns(table)))
+        if reindex:
+            textindex.removing(table, [instance._pk])
         for name, value in values.items():
             setattr(instance, name, value)
         dirty = [instance._meta.fields[name] for name in values]
@@ -190,6 +196,8 @@ def update(actor: Actor, instance: BaseModel, action: str = "update", redact: bo
             instance.updated_at = utcnow()
             dirty.append(instance._meta.fields["updated_at"])
         instance.save(only=dirty)
+        if reindex:
+            textindex.added(table, [instance._pk])
         _append(actor, action, _record_type(instance), _record_id(instance),
                 instance.audit_subject_id(), changes)
     return changes
@@ -199,6 +207,8 @@ def delete(actor: Actor, instance: BaseModel) -> None:
     """Delete a row for good and record the values it had."""
     with _audited():
         changes = _diff(instance, _fields(instance), {})
+        if not isinstance(instance._pk, tuple):
+            textindex.removing(instance._meta.table_name, [instance._pk], deleting=True)
         instance.delete_instance()
         _append(actor, "delete", _record_type(instance), _record_id(instance),
                 instance.audit_subject_id(), changes)
@@ -210,6 +220,7 @@ def purge(actor: Actor, model: type[BaseModel], ids: list[int]) -> int:
     if not ids:
         return 0
     with _audited():
+        textindex.removing(model._meta.table_name, ids, deleting=True)
         count = model.delete().where(model._meta.primary_key.in_(ids)).execute()
         _append_many(actor, "purge", model.__name__, [str(record_id) for record_id in ids])
     return count

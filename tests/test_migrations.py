@@ -11,6 +11,7 @@ from desk.db import open_database
 from desk.models import ALL_MODELS
 from desk.models import AuditHead
 from desk.models import Role
+from desk.models import search
 from tests.conftest import TEST_CONFIG
 
 
@@ -27,7 +28,31 @@ def _schema(database, schema_name=None) -> dict:
         fks = sorted((f.column, f.dest_table, f.dest_column)
                      for f in database.get_foreign_keys(table, **kw))
         schema[table] = {"columns": columns, "indexes": indexes, "fks": fks}
+    schema["(text index)"] = _text_index(database, schema_name)
     return schema
+
+
+def _text_index(database, schema_name=None) -> list:
+    """The text index objects as the database shows them: FTS5 tables with
+    their options on SQLite; trigram indexes with their definitions and the
+    pg_trgm extension on PostgreSQL."""
+    if schema_name is None:
+        return sorted(database.execute_sql(
+            "SELECT name, sql FROM sqlite_master WHERE sql LIKE 'CREATE VIRTUAL TABLE%'").fetchall())
+    indexes = database.execute_sql(
+        "SELECT indexname, replace(indexdef, %s, '') FROM pg_indexes "
+        "WHERE schemaname = %s AND indexdef LIKE '%%gin_trgm_ops%%'",
+        (f"{schema_name}.", schema_name)).fetchall()
+    extension = database.execute_sql("SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'")
+    return sorted(indexes) + [row[0] for row in extension.fetchall()]
+
+
+def _text_index_tables(backend) -> set[str]:
+    """FTS5 tables and the shadow tables SQLite keeps for each."""
+    if backend != "sqlite":
+        return set()
+    return {search.fts_table(t) + suffix for t in search.INDEXED
+            for suffix in ("", "_data", "_idx", "_docsize", "_config")}
 
 
 @pytest.fixture
@@ -37,10 +62,11 @@ def reference_db(ctx, backend, tmp_path):
         ref = open_database(f"sqlite:///{tmp_path / 'ref.db'}")
     else:
         db.execute_sql("CREATE SCHEMA IF NOT EXISTS ref")
-        ref = PostgresqlDatabase(db.obj.database, options="-c search_path=ref",
+        ref = PostgresqlDatabase(db.obj.database, options="-c search_path=ref,public",
                                  **db.obj.connect_params)
     with ref.bind_ctx(ALL_MODELS):
         ref.create_tables(ALL_MODELS, safe=False)
+        search.create(ref)
     yield ref
     ref.close()
 
@@ -49,7 +75,9 @@ def test_migrating_from_zero_matches_the_models(ctx, reference_db, backend):
     assert migrations.applied(db.obj) == [m.version for m in migrations.discover()]
     migrated = _schema(db.obj, "public" if backend == "postgres" else None)
     declared = _schema(reference_db, "ref" if backend == "postgres" else None)
-    assert set(migrated) == {m._meta.table_name for m in ALL_MODELS}
+    assert set(migrated) - {"(text index)"} == (
+        {m._meta.table_name for m in ALL_MODELS} | _text_index_tables(backend))
+    assert len(migrated["(text index)"]) == (2 if backend == "sqlite" else 4)
     assert migrated == declared
 
 
