@@ -25,8 +25,11 @@ extract-messages: $(VENV)/.run-deps
 	$(BIN)/pybabel extract -F babel.cfg -k _l --ignore-dirs='.*' --no-location --sort-output -o translations/messages.pot .
 	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching --ignore-obsolete
 
+# make run PORT=8080 HOST=0.0.0.0
+PORT ?= 5000
+HOST ?= 127.0.0.1
 run: translations
-	$(BIN)/python app.py run
+	$(BIN)/python app.py run --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.dev-deps translations
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q

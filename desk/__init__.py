@@ -86,3 +86,4 @@ def init_templates(app: Flask) -> None:
                                  role_label=labels.role_label,
                                  **{name: value for name, value in vars(labels).items()
                                     if name.endswith("_LABELS")})
+    app.jinja_env.filters["file_size"] = labels.file_size

@@ -66,10 +66,19 @@ def run(ctx, host, port, cert, key, workers, no_scheduler) -> None:
     """Serve the help center with the production server."""
     from desk.db import db
     from desk.migrations import migrate
+    from desk.server import free_port_after
+    from desk.server import port_problem
     from desk.server import serve
     from desk.services import setup
     if bool(cert) != bool(key):
         raise click.UsageError("--cert and --key go together")
+    problem = port_problem(host, port)
+    if problem == "in use":
+        other = free_port_after(host, port)
+        raise click.ClickException(f"port {port} is in use; try make run PORT={other} "
+                                   f"(or run --port {other})")
+    if problem:
+        raise click.ClickException(f"cannot serve on {host}:{port}: {problem}")
     overrides = {"HTTPS": True} if cert else {}
     app = _app(ctx, **overrides)
     scheme = "https" if cert else "http"

@@ -229,6 +229,34 @@ def open_sealed(value):
     return json.loads(plain)
 
 
+# -- stored secrets (SMTP password, the setup token) ---------------------------
+
+_SECRET_PREFIX = "secret:v1:"
+
+
+def seal_secret(purpose: str, value: str) -> str:
+    """Encrypt an instance secret kept in the database under the active instance
+    key; ``purpose`` binds it to its place (a secret moved elsewhere will not open)."""
+    ring = _keyring()
+    blob = _seal(ring.keys[ring.active], value.encode(), f"secret:{purpose}".encode())
+    return f"{_SECRET_PREFIX}{ring.active}:{base64.b64encode(blob).decode()}"
+
+
+def open_secret(purpose: str, sealed: str | None) -> str | None:
+    """The clear secret, or None when there is none or it cannot be opened
+    (unknown key, altered, sealed for another purpose)."""
+    if not sealed or not sealed.startswith(_SECRET_PREFIX):
+        return None
+    kid, _, b64 = sealed[len(_SECRET_PREFIX):].partition(":")
+    key = _keyring().keys.get(kid)
+    if key is None:
+        return None
+    try:
+        return _open(key, base64.b64decode(b64), f"secret:{purpose}".encode()).decode()
+    except (InvalidTag, ValueError):
+        return None
+
+
 # -- passwords and tokens ----------------------------------------------------
 
 def _hasher() -> PasswordHasher:

@@ -2,7 +2,9 @@
 certificate, and the scheduler in its own process beside the workers."""
 from __future__ import annotations
 
+import errno
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -61,6 +63,29 @@ class DeskServer(BaseApplication):
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be served on (in use, not allowed), or None.
+    Checked before anything is printed, so a busy port gives one clear message."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "in use"
+            return exc.strerror or str(exc)
+    return None
+
+
+def free_port_after(host: str, port: int) -> int:
+    """The first port after ``port`` that is free on ``host`` (to suggest one)."""
+    for candidate in range(port + 1, min(port + 100, 65535)):
+        if port_problem(host, candidate) is None:
+            return candidate
+    return port + 1
 
 
 def _tls12_context(config, default_ssl_context_factory):

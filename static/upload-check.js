@@ -15,6 +15,7 @@ document.querySelectorAll("form.upload-form").forEach(function (form) {
       event.preventDefault();
       box.textContent = problem;
       box.hidden = false;
+      box.focus();
     }
   });
 });

@@ -100,7 +100,7 @@ class DeskServer:
                 self.wait_ready(timeout)
                 return self
             except ServerStartError:
-                in_use = "Address already in use" in self.stderr
+                in_use = any(m in self.stderr for m in ("Address already in use", "is in use;"))
                 self.stop()
                 if not in_use or attempt == attempts:
                     raise

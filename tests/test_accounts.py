@@ -9,6 +9,7 @@ from desk import crypto
 from desk.cli import cli
 from desk.models import AuditEntry
 from desk.models import MailMessage
+from desk.models import Setting
 from desk.models import User
 from desk.services import setup
 from tests import factories
@@ -162,6 +163,23 @@ def test_setup_link_creates_the_first_admin_once(ctx, client):
     assert admin.kind == "agent" and admin.role.is_admin
     assert client.get(f"/setup/{token}").status_code == 404
     assert setup.issue_token() is None
+
+
+def test_setup_token_is_made_once_and_kept_sealed(ctx, client):
+    token = setup.issue_token()
+    assert setup.issue_token() == token  # a second app server prints the same link
+    stored = Setting.get(Setting.key == "setup_token").value
+    assert token not in stored
+    assert client.get(f"/setup/{token}").status_code == 200
+
+
+def test_stored_secrets_open_only_for_their_purpose(ctx):
+    sealed = crypto.seal_secret("smtp_password", "pässword")
+    assert "pässword" not in sealed
+    assert crypto.open_secret("smtp_password", sealed) == "pässword"
+    assert crypto.open_secret("setup_token", sealed) is None
+    assert crypto.open_secret("smtp_password", sealed[:-4] + "AAA=") is None
+    assert crypto.open_secret("smtp_password", None) is None
 
 
 def test_create_admin_command(ctx):

@@ -17,6 +17,8 @@ import socket
 import sqlite3
 import ssl
 import stat
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -25,6 +27,7 @@ from urllib.parse import urljoin
 
 import pytest
 
+from tests.serverproc import ROOT
 from tests.serverproc import SETUP_LINK_RE
 from tests.serverproc import DeskServer
 from tests.serverproc import cmdline
@@ -102,6 +105,55 @@ def test_first_start_creates_database_and_private_key_files(server):
     assert len((instance / "secret_key").read_text().strip()) >= 32
     keyring = json.loads((instance / "keys.json").read_text())
     assert keyring["active"] in keyring["keys"]
+
+
+def test_every_app_server_prints_the_same_setup_link(server):
+    first = server.wait_for_output(SETUP_LINK_RE).group(3)
+    with running_server(server.data_dir, ["--no-scheduler"],
+                        log_dir=server.data_dir.parent / "second") as second:
+        again = second.wait_for_output(SETUP_LINK_RE).group(3)
+    assert again == first
+    # Only sealed in the database: the token itself is not stored in clear.
+    conn = sqlite3.connect(server.data_dir / "desk.db", timeout=10)
+    try:
+        (stored,) = conn.execute("SELECT value FROM setting WHERE key = 'setup_token'").fetchone()
+    finally:
+        conn.close()
+    assert first not in stored and "secret:v1:" in stored
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock
+
+
+def test_a_busy_port_gives_one_clear_message(tmp_path):
+    with _listening_socket() as busy:
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DESK_")}
+        env["DESK_DATA_DIR"] = str(tmp_path / "instance")
+        done = subprocess.run([sys.executable, "app.py", "run", "--port", str(port)], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"port {port} is in use; try make run PORT=" in done.stderr
+    assert "serving" not in done.stdout + done.stderr
+    assert "setup" not in done.stdout
+
+
+def test_make_run_passes_port_and_host_through(tmp_path):
+    with _listening_socket() as busy:
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DESK_")}
+        env["DESK_DATA_DIR"] = str(tmp_path / "instance")
+        done = subprocess.run(["make", "--no-print-directory", "-o", "translations", "run", f"PORT={port}",
+                               "HOST=127.0.0.1"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert f"--host 127.0.0.1 --port {port}" in done.stdout
+    assert f"port {port} is in use; try make run PORT=" in done.stderr
+    assert "serving" not in done.stdout
+    assert done.returncode != 0
 
 
 def test_setup_link_creates_the_first_admin_once(server):

@@ -25,6 +25,11 @@ def put(actor: Actor, key: str, value: Any) -> None:
             audit.update(actor, row, value=text)
 
 
+def add(actor: Actor, key: str, value: Any) -> None:
+    """Create a setting that must not exist yet (IntegrityError if it does)."""
+    audit.create(actor, Setting, key=key, value=json.dumps(value))
+
+
 def remove(actor: Actor, key: str) -> None:
     with audit.transaction():
         row = Setting.get_or_none(Setting.key == key)

@@ -1,6 +1,8 @@
 """Translated labels for stored codes (statuses, priorities, permissions,
 fields, built-in role names), for forms and pages."""
+from flask_babel import format_decimal
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 
 STATUS_LABELS = {"open": _l("Open"), "on_hold": _l("On hold"), "closed": _l("Closed")}
 PRIORITY_LABELS = {"low": _l("Low"), "normal": _l("Normal"), "high": _l("High"), "urgent": _l("Urgent")}
@@ -35,3 +37,12 @@ def role_label(role) -> str:
     if role is None:
         return "—"
     return str(BUILTIN_ROLE_LABELS.get(role.name, role.name)) if role.builtin else role.name
+
+
+def file_size(size: int) -> str:
+    """A file size for people: "512 bytes", "1.5 KB", "2.3 MB" (never "0.0 KB")."""
+    if size < 1024:
+        return ngettext("%(num)d byte", "%(num)d bytes", size)
+    if size < 1024 * 1024:
+        return f"{format_decimal(size / 1024, '#,##0.#')} KB"
+    return f"{format_decimal(size / 1024 / 1024, '#,##0.#')} MB"

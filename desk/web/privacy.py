@@ -63,14 +63,15 @@ def delete_person(user_id: int):
 @agent_required
 def bin_list():
     """Deleted records by module, with when each will be purged."""
-    module = request.args.get("module", "tickets")
+    counts = recycle_bin.counts(current_user)
+    module = request.args.get("module", "")
     if module not in recycle_bin.MODULES:
-        module = "tickets"
+        # Open on the first tab that holds something, not on an empty one.
+        module = next((m for m, n in counts.items() if n), recycle_bin.MODULES[0])
     q = search_text(request.args.get("q", ""))
     return render_template("agent/recycle_bin.html", module=module, q=q,
                            page=recycle_bin.items(current_user, module, q, page_number()),
-                           counts=recycle_bin.counts(current_user),
-                           retention_days=retention.days())
+                           counts=counts, retention_days=retention.days())
 
 
 @bp.route("/agent/recycle-bin/<any(tickets, comments, contacts, agents):module>/<id:record_id>/restore",
