@@ -142,3 +142,25 @@ def purge(ctx: click.Context, dry_run: bool, batch: int, pause: float) -> None:
         sys.exit(3)
     click.echo(f"purged {report.tickets} tickets, {report.comments} comments, anonymized "
                f"{report.people} people, removed {report.files} files and {report.orphans} orphans")
+
+
+@cli.command("storage-check")
+@click.pass_context
+def storage_check(ctx: click.Context) -> None:
+    """Check that every attachment row has its object in the file store and every
+    object its row; exit 1 naming what is wrong."""
+    from desk.services import attachments
+    from desk.services import storage
+    app = _app(ctx)
+    with app.app_context():
+        click.echo(f"store: {storage.of(app.config).describe()}")
+        report = attachments.check(app.config)
+    click.echo(f"{report.rows} attachment rows, {report.objects} objects, {report.pending} "
+               f"awaiting removal, {report.recent} too recent to judge")
+    for attachment_id in report.missing:
+        click.echo(f"MISSING: attachment #{attachment_id} has no object")
+    for name in report.orphans:
+        click.echo(f"ORPHAN: object {name} has no row (the purge removes it)")
+    click.echo("OK: rows and objects match" if report.ok else "PROBLEMS found")
+    if not report.ok:
+        sys.exit(1)

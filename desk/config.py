@@ -34,6 +34,11 @@ DEFAULTS: dict[str, Any] = {
     "ARGON2_MEMORY_COST": 65536,
     "ATTACHMENT_MAX_MB": 20,  # per file
     "UPLOAD_MAX_MB": 50,  # all files of one request
+    "STORAGE_URL": "",  # file:///path or s3://bucket/prefix; empty: the data folder
+    "STORAGE_ENDPOINT_URL": "",  # S3-compatible server (MinIO, Ceph...); empty: AWS
+    "STORAGE_REGION": "",
+    "STORAGE_ACCESS_KEY_ID": "",  # empty: the usual AWS_* environment / profile
+    "STORAGE_SECRET_ACCESS_KEY": "",
     "WORKERS": 2,
     "THREADS": 4,
 }

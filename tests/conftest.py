@@ -167,3 +167,28 @@ def signed_in(app, user, password: str | None = None, **extra) -> FreshClient:
     assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
     assert urlsplit(resp.headers["Location"]).path != "/login"
     return b
+
+
+# -- file stores: the local folder and a real S3-compatible server -------------
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """moto's standalone S3 server on 127.0.0.1, one per test process."""
+    from tests.objectstore import MotoServer
+    server = MotoServer(tmp_path_factory.mktemp("moto")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_kind(request):
+    return request.param
+
+
+@pytest.fixture
+def store_settings(store_kind, request):
+    """App settings for this test's file store: the data folder, or a fresh bucket."""
+    if store_kind == "local":
+        return {}
+    server = request.getfixturevalue("moto_server")
+    return server.settings(server.new_bucket())

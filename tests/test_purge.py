@@ -34,6 +34,7 @@ from desk.models import utcnow
 from desk.services import attachments as files
 from desk.services import leases
 from desk.services import purge
+from desk.services import storage
 from desk.services import tickets as ticket_service
 from tests import factories
 
@@ -58,7 +59,7 @@ def deleted(row, when: dt.datetime, by=None):
 
 
 def path_of(app, stored_name: str) -> Path:
-    return files.path_of(app.config, stored_name)
+    return storage.of(app.config).path(files.key_of(stored_name))
 
 
 def stored_names(**where) -> list[str]:
@@ -69,7 +70,7 @@ def stored_names(**where) -> list[str]:
 
 
 def files_on_disk(app) -> set[str]:
-    root = files.folder(app.config)
+    root = Path(app.config["DATA_DIR"]) / "attachments"
     if not root.is_dir():
         return set()
     return {p.name for p in root.glob("*/*") if p.is_file()}

@@ -75,7 +75,7 @@ def reload(row):
 
 
 def on_disk(app, attachment) -> bool:
-    return files.path_of(app.config, attachment.stored_name).is_file()
+    return files.exists(app.config, attachment.stored_name)
 
 
 AGENT_ROW = re.compile(r'<td><a href="/agent/tickets/(\d+)">')

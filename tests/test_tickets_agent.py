@@ -74,7 +74,7 @@ def upload(name: str, data: bytes = b"file body\n") -> files.Upload:
 
 
 def on_disk(app, attachment: Attachment) -> bool:
-    return files.path_of(app.config, attachment.stored_name).is_file()
+    return files.exists(app.config, attachment.stored_name)
 
 
 def entries(record_type: str, record_id, action: str | None = None) -> list[AuditEntry]:

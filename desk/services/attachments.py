@@ -1,19 +1,24 @@
-"""Attachment files: stored under the instance folder with random names and a
-SHA-256, their original names kept only as (sanitized) data."""
+"""Attachment files: objects in the configured store (desk.services.storage)
+under random names, with a SHA-256 of their bytes; their original names kept
+only as (sanitized) data."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import field
 from typing import BinaryIO
 
 from flask_babel import lazy_gettext as _l
 
 from desk.errors import InvalidInput
+from desk.models import Attachment
+from desk.models import FileRemoval
+from desk.services import storage
 
 CHUNK = 1024 * 1024
 IMAGE_SIGNATURES = {
@@ -44,14 +49,21 @@ class Stored:
     sha256: str
 
 
-def folder(config: dict) -> Path:
-    return Path(config["DATA_DIR"]) / "attachments"
+PREFIX = "attachments/"
+NAME_RE = re.compile(r"[0-9a-f]{32}")
 
 
-def path_of(config: dict, stored_name: str) -> Path:
-    if not re.fullmatch(r"[0-9a-f]{32}", stored_name):
+def key_of(stored_name: str) -> str:
+    """The storage key of an attachment's object."""
+    if not NAME_RE.fullmatch(stored_name or ""):
         raise InvalidInput("bad stored name")
-    return folder(config) / stored_name[:2] / stored_name
+    return f"{PREFIX}{stored_name[:2]}/{stored_name}"
+
+
+def name_of(key: str) -> str | None:
+    """The stored name a storage key holds, None for anything else."""
+    name = key.rpartition("/")[2]
+    return name if NAME_RE.fullmatch(name) and key == key_of(name) else None
 
 
 def sanitize_filename(raw: str) -> str:
@@ -97,37 +109,120 @@ def sniff_image(head: bytes) -> str | None:
     return None
 
 
+class _Hashing:
+    """Reads a stream while counting and hashing what passes."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+
 def store(config: dict, upload: Upload) -> Stored:
-    """Write the file under a random name (atomically) and describe it."""
+    """Write the file under a random name (whole or not at all) and describe it."""
     stored_name = secrets.token_hex(16)
-    target = path_of(config, stored_name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".part")
-    digest = hashlib.sha256()
-    size = 0
     upload.stream.seek(0)
     head = upload.stream.read(16)
     upload.stream.seek(0)
-    with open(tmp, "wb") as out:
-        while chunk := upload.stream.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, target)
+    source = _Hashing(upload.stream)
+    storage.of(config).put(key_of(stored_name), source)
     content_type = sniff_image(head) or "application/octet-stream"
-    return Stored(sanitize_filename(upload.filename), stored_name, content_type, size,
-                  digest.hexdigest())
+    return Stored(sanitize_filename(upload.filename), stored_name, content_type, source.size,
+                  source.digest.hexdigest())
 
 
 def remove_file(config: dict, stored_name: str) -> None:
     """Remove a stored file (used by purge and to undo a failed save)."""
-    try:
-        path_of(config, stored_name).unlink()
-    except FileNotFoundError:
-        pass
+    storage.of(config).delete(key_of(stored_name))
 
 
-def open_file(config: dict, stored_name: str) -> BinaryIO:
-    return open(path_of(config, stored_name), "rb")
+def open_file(config: dict, row, start: int = 0, end: int | None = None) -> BinaryIO:
+    """The bytes ``start`` to ``end`` (exclusive) of an attachment (its row) as a
+    stream; FileNotFoundError when the object is gone."""
+    return storage.of(config).open(key_of(row.stored_name), start, end)
+
+
+def exists(config: dict, stored_name: str) -> bool:
+    return storage.of(config).exists(key_of(stored_name))
+
+
+def stored_objects(config: dict):
+    """Every attachment object in the store (ObjectInfo), in key order."""
+    return storage.of(config).list(PREFIX)
+
+
+# -- consistency: no row without its object, no object without its row ---------
+
+ORPHAN_AGE = dt.timedelta(hours=1)
+
+
+@dataclass
+class CheckReport:
+    rows: int = 0
+    objects: int = 0
+    missing: list[int] = field(default_factory=list)  # attachment ids whose object is gone
+    orphans: list[str] = field(default_factory=list)  # stored names no row names
+    pending: int = 0  # objects whose rows were purged, removal noted and due
+    recent: int = 0  # unnamed objects young enough to be an upload in progress
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.orphans
+
+
+def check(config: dict) -> CheckReport:
+    """Compare the attachment rows with the store's objects, both walked in
+    name order (constant memory, one listing, no request per file)."""
+    report = CheckReport()
+    young = dt.datetime.now(dt.timezone.utc) - ORPHAN_AGE
+    rows = (Attachment.select(Attachment.id, Attachment.stored_name)
+            .order_by(Attachment.stored_name).tuples().iterator())
+    objects = ((name_of(o.key), o) for o in stored_objects(config) if name_of(o.key))
+    row, obj = next(rows, None), next(objects, None)
+    unnamed = []
+    while row is not None or obj is not None:
+        if obj is None or (row is not None and row[1] < obj[0]):
+            report.rows += 1
+            report.missing.append(row[0])
+            row = next(rows, None)
+        elif row is None or obj[0] < row[1]:
+            report.objects += 1
+            unnamed.append(obj)
+            obj = next(objects, None)
+        else:
+            report.rows += 1
+            report.objects += 1
+            row, obj = next(rows, None), next(objects, None)
+    _judge_unnamed(config, report, unnamed, young)
+    # A purge running meanwhile removes rows, then objects: recheck before blaming.
+    report.missing = [i for i in report.missing if _still_missing(config, i)]
+    return report
+
+
+def _judge_unnamed(config: dict, report: CheckReport, unnamed: list, young: dt.datetime) -> None:
+    for start in range(0, len(unnamed), 500):
+        batch = unnamed[start:start + 500]
+        noted = {r.stored_name for r in FileRemoval.select(FileRemoval.stored_name)
+                 .where(FileRemoval.stored_name.in_([name for name, _ in batch]))}
+        named = {a.stored_name for a in Attachment.select(Attachment.stored_name)
+                 .where(Attachment.stored_name.in_([name for name, _ in batch]))}
+        for name, info in batch:
+            if name in noted:
+                report.pending += 1
+            elif name in named:
+                continue  # uploaded while we walked
+            elif info.modified >= young:
+                report.recent += 1
+            else:
+                report.orphans.append(name)
+
+
+def _still_missing(config: dict, attachment_id: int) -> bool:
+    row = Attachment.get_or_none(Attachment.id == attachment_id)
+    return row is not None and not exists(config, row.stored_name)

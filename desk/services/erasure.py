@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
@@ -40,6 +39,7 @@ from desk.models.privacy import ERASE_WITH_TICKETS
 from desk.models.privacy import REQUESTED
 from desk.models.privacy import RUNNING
 from desk.services import attachments as files_service
+from desk.services import mail
 from desk.services import people
 from desk.services import purge
 
@@ -215,7 +215,7 @@ def _mentions_in_file(row: Attachment, needles: list[bytes]) -> bool:
     if any(n in row.filename.lower().encode() for n in needles):
         return True
     try:
-        with files_service.open_file(current_app.config, row.stored_name) as fh:
+        with files_service.open_file(current_app.config, row) as fh:
             data = fh.read(files_service.CHUNK * 20).lower()
     except FileNotFoundError:
         return False
@@ -293,20 +293,19 @@ def _step_traces(actor: Actor, req: ErasureRequest, user: User) -> None:
     MailMessage.delete().where(mail_match).execute()
     for change in EmailChangeRequest.select().where(EmailChangeRequest.user == user.id):
         audit.delete(actor, change)
-    outbox = Path(current_app.config["DATA_DIR"]) / "outbox"
-    if outbox.is_dir():
-        needles = [t.lower() for t in terms]
-        for path in outbox.glob("*.eml"):
-            text = path.read_bytes().decode("utf-8", "replace").lower()
-            if any(n in text for n in needles) or _encoded_hit(path, needles):
-                path.unlink(missing_ok=True)
+    needles = [t.lower() for t in terms]
+    config = current_app.config
+    for key, raw in mail.outbox_messages(config):
+        text = raw.decode("utf-8", "replace").lower()
+        if any(n in text for n in needles) or _encoded_hit(raw, needles):
+            mail.remove_from_outbox(config, key)
 
 
-def _encoded_hit(path: Path, needles: list[str]) -> bool:
+def _encoded_hit(raw: bytes, needles: list[str]) -> bool:
     """Mail bodies may be base64 or quoted-printable: look at the decoded text."""
     import email
     import email.policy
-    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    message = email.message_from_bytes(raw, policy=email.policy.default)
     parts = [str(message.get("To", "")), str(message.get("Subject", ""))]
     for part in message.walk():
         if part.get_content_maintype() == "text":

@@ -184,7 +184,7 @@ def _generate(user: User) -> Iterator[bytes]:
         for row in _attachments(user):
             name = f"attachments/{row.id}-{row.filename}"
             try:
-                source = files.open_file(config, row.stored_name)
+                source = files.open_file(config, row)
             except FileNotFoundError:
                 continue
             with source, archive.open(name, "w") as out:

@@ -1,22 +1,24 @@
 """Outgoing mail: queued in the database with the action that causes it, then
-delivered by a job over SMTP, or into the outbox folder when no SMTP host is set."""
+delivered by a job over SMTP, or into the outbox (``outbox/`` in the file
+store) when no SMTP host is set."""
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import os
 import smtplib
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
 from email.utils import make_msgid
-from pathlib import Path
+from typing import Iterator
 
 from desk.db import write_transaction
 from desk.models import MailMessage
 from desk.models import utcnow
+from desk.services import storage
 
 MAX_ATTEMPTS = 20
+OUTBOX = "outbox/"
 
 
 def queue(recipient: str, subject: str, body: str, subject_id: int | None = None) -> MailMessage:
@@ -38,12 +40,25 @@ def _message(config: dict, row: MailMessage) -> EmailMessage:
 
 
 def _write_outbox(config: dict, row: MailMessage, msg: EmailMessage) -> None:
-    outbox = Path(config["DATA_DIR"]) / "outbox"
-    outbox.mkdir(parents=True, exist_ok=True)
-    final = outbox / f"{row.created_at:%Y%m%d-%H%M%S}-{row.id}.eml"
-    tmp = final.with_suffix(".tmp")
-    tmp.write_bytes(bytes(msg))
-    os.replace(tmp, final)
+    key = f"{OUTBOX}{row.created_at:%Y%m%d-%H%M%S}-{row.id}.eml"
+    storage.of(config).put_bytes(key, bytes(msg))
+
+
+def outbox_messages(config: dict) -> Iterator[tuple[str, bytes]]:
+    """(key, raw message) of every mail in the outbox, oldest first."""
+    store = storage.of(config)
+    for info in store.list(OUTBOX):
+        if info.key.endswith(".eml"):
+            try:
+                yield info.key, store.read_bytes(info.key)
+            except FileNotFoundError:
+                continue
+
+
+def remove_from_outbox(config: dict, key: str) -> None:
+    if not key.startswith(OUTBOX):
+        raise ValueError("not an outbox key")
+    storage.of(config).delete(key)
 
 
 def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:

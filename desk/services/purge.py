@@ -7,8 +7,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 from dataclasses import field
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from desk import audit
 from desk import crypto
@@ -26,7 +25,7 @@ from desk.services import retention
 
 LOCK = "purge"
 BATCH = 200
-ORPHAN_AGE = dt.timedelta(hours=1)
+ORPHAN_AGE = files.ORPHAN_AGE
 
 
 @dataclass
@@ -155,28 +154,28 @@ def _anonymize_expired_people(limit, progress, renew) -> int:
 
 
 def sweep_orphans(config: dict) -> int:
-    """Remove attachment files that no row names (left by a crash during an
+    """Remove attachment objects that no row names (left by a crash during an
     upload), once they are old enough not to belong to an upload in progress."""
-    root = files.folder(config)
-    if not root.is_dir():
-        return 0
+    old = dt.datetime.now(dt.timezone.utc) - ORPHAN_AGE
     removed = 0
-    old = time.time() - ORPHAN_AGE.total_seconds()
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        names = {p.name: p for p in sub.iterdir() if p.is_file()}
-        if not names:
-            continue
+    for batch in _batches(files.stored_objects(config), BATCH):
+        names = {files.name_of(o.key): o for o in batch}
+        names.pop(None, None)
         known = {a.stored_name for a in Attachment.select(Attachment.stored_name)
                  .where(Attachment.stored_name.in_(list(names)))}
-        for name, path in names.items():
-            if name not in known and _older_than(path, old):
-                path.unlink(missing_ok=True)
+        for name, info in names.items():
+            if name not in known and info.modified < old:
+                files.remove_file(config, name)
                 removed += 1
     return removed
 
 
-def _older_than(path: Path, timestamp: float) -> bool:
-    try:
-        return path.stat().st_mtime < timestamp
-    except FileNotFoundError:
-        return False
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
