@@ -96,22 +96,27 @@ def export_csv(args) -> None:
         user = User.get_by_id(m["heavy_user_id"])
         baseline = status_kb("VmRSS")
         started = time.perf_counter()
-        rows = 0
-        with (out / "tickets.csv").open("w", encoding="utf-8", newline="") as fh:
-            for line in export.csv_lines(export.TICKET_FIELDS, map(export._ticket_row, export._tickets(user))):
-                fh.write(line)
-                rows += 1
+        counted = [0]
+
+        def count(rows):
+            for row in rows:
+                counted[0] += 1
+                yield row
+        with (out / "tickets.csv").open("wb") as fh:
+            for chunk in export.csv_lines(export.TICKET_FIELDS,
+                                          count(map(export._ticket_row, export._tickets(user)))):
+                fh.write(chunk)
         names: dict[int, list[str]] = {}
         for row in export._attachments(user):
             if row.comment_id:
                 names.setdefault(row.comment_id, []).append(f"{row.id}-{row.filename}")
-        with (out / "comments.csv").open("w", encoding="utf-8", newline="") as fh:
-            for line in export.csv_lines(export.COMMENT_FIELDS,
-                                         (export._comment_row(c, names) for c in export._comments(user))):
-                fh.write(line)
-                rows += 1
+        with (out / "comments.csv").open("wb") as fh:
+            for chunk in export.csv_lines(export.COMMENT_FIELDS,
+                                          count(export._comment_row(c, names) for c in export._comments(user))):
+                fh.write(chunk)
+        rows = counted[0]
         elapsed = time.perf_counter() - started
-    emit({"seconds": elapsed, "rows": rows - 2, "baseline_rss_kb": baseline,
+    emit({"seconds": elapsed, "rows": rows, "baseline_rss_kb": baseline,
           "peak_rss_kb": status_kb("VmHWM"),
           "bytes": sum(p.stat().st_size for p in (out / "tickets.csv", out / "comments.csv"))})
 

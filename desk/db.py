@@ -6,6 +6,7 @@ so deleted personal data is overwritten rather than left in free pages.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from typing import Iterator
 
@@ -63,6 +64,30 @@ def write_transaction() -> Iterator[None]:
     else:
         with db.atomic():
             yield
+
+
+_cursor_names = itertools.count(1)
+
+
+def stream_rows(query, batch: int = 2000) -> Iterator[tuple]:
+    """The rows of ``query`` as plain tuples straight from the driver (no model
+    objects, no conversions), fetched ``batch`` at a time so memory stays flat
+    at any size: a server-side cursor on PostgreSQL, SQLite's own stepping."""
+    sql, params = query.sql()
+    if is_postgres():
+        name = f"desk_rows_{next(_cursor_names)}"
+        with db.atomic():
+            db.execute_sql(f"DECLARE {name} NO SCROLL CURSOR FOR {sql}", params)
+            while rows := db.execute_sql(f"FETCH FORWARD {int(batch)} FROM {name}").fetchall():
+                yield from rows
+            db.execute_sql(f"CLOSE {name}")
+        return
+    cursor = db.execute_sql(sql, params)
+    try:
+        while rows := cursor.fetchmany(batch):
+            yield from rows
+    finally:
+        cursor.close()
 
 
 class HideQueryParameters(logging.Filter):

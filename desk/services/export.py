@@ -3,7 +3,6 @@ streamed in constant memory, and the CSV rules every export follows
 (UTF-8 with BOM for spreadsheets, no formula injection)."""
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 import json
@@ -24,9 +23,8 @@ from desk.models import Department
 from desk.models import Ticket
 from desk.models import User
 from desk.services import attachments as files
+from desk.services import csv_export
 
-BOM = "\ufeff"
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 PROFILE_FIELDS = ("id", "kind", "name", "email", "phone", "mobile", "title", "timezone",
                   "language", "signature", "created_at", "updated_at")
 TICKET_FIELDS = ("id", "subject", "description", "status", "priority", "department",
@@ -35,33 +33,9 @@ COMMENT_FIELDS = ("id", "ticket_id", "author", "is_public", "body", "created_at"
 AUDIT_FIELDS = ("seq", "created_at", "action", "record_type", "record_id", "by_me", "changes")
 
 
-def safe_cell(value) -> str:
-    """A CSV cell a spreadsheet will not run as a formula."""
-    if value is None:
-        return ""
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False) \
-        if isinstance(value, (dict, list)) else str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
-
-
-def csv_lines(header: Iterable[str], rows: Iterable[Iterable]) -> Iterator[str]:
-    """CSV text, BOM first, one line at a time."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def take() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow(list(header))
-    yield BOM + take()
-    for row in rows:
-        writer.writerow([safe_cell(v) for v in row])
-        yield take()
+def csv_lines(header: Iterable[str], rows: Iterable[Iterable]) -> Iterator[bytes]:
+    """A CSV file of the person's data (the shared writer; every cell guarded)."""
+    return csv_export.write_csv([csv_export.Column(name, name) for name in header], rows, keys=True)
 
 
 class _Pipe(io.RawIOBase):
@@ -161,10 +135,10 @@ def _generate(user: User) -> Iterator[bytes]:
     pipe = _Pipe()
     config = current_app.config
     with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
-        def add_text(name: str, parts: Iterable[str]) -> Iterator[bytes]:
+        def add_text(name: str, parts: Iterable[str | bytes]) -> Iterator[bytes]:
             with archive.open(name, "w") as out:
                 for part in parts:
-                    out.write(part.encode("utf-8"))
+                    out.write(part if isinstance(part, bytes) else part.encode("utf-8"))
                     yield from pipe.drain()
             yield from pipe.drain()
 

@@ -20,9 +20,9 @@ from desk.models import utcnow
 from desk.services import people
 from desk.services import purge
 from desk.services import retention
-from desk.services.tickets import PER_PAGE
-from desk.services.tickets import Page
-from desk.services.tickets import search_text
+from desk.services.listing import PER_PAGE
+from desk.services.listing import Page
+from desk.services.listing import search_text
 
 MODULES = ("tickets", "comments", "contacts", "agents")
 

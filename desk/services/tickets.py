@@ -5,16 +5,9 @@ desk.policy, and every write goes through desk.audit.
 """
 from __future__ import annotations
 
-import re
-import unicodedata
-from dataclasses import dataclass
-from dataclasses import field
-from dataclasses import replace
-
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from peewee import JOIN
-from peewee import Case
 from peewee import fn
 from peewee import prefetch
 
@@ -34,39 +27,16 @@ from desk.models.tickets import PRIORITIES
 from desk.models.tickets import STATUSES
 from desk.services import attachments as files
 from desk.services import notifications
+from desk.services.listing import Page
+from desk.services.listing import TicketFilters
+from desk.services.listing import page_of
+from desk.services.listing import search_text
+from desk.services.listing import ticket_order
+from desk.services.listing import ticket_query
 from desk.services.people import clean_text
 
-PER_PAGE = 25
-MAX_ID = 2**31 - 1
 SUBJECT_MAX = 255
 BODY_MAX = 50_000
-SORTS = {
-    "updated": (Ticket.updated_at.desc(), Ticket.id.desc()),
-    "created": (Ticket.created_at.desc(), Ticket.id.desc()),
-    "oldest": (Ticket.created_at.asc(), Ticket.id.asc()),
-    "priority": (Case(None, [(Ticket.priority == p, i) for i, p in enumerate(reversed(PRIORITIES))],
-                      9).asc(), Ticket.updated_at.desc()),
-}
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list
-    page: int
-    total: int
-    per_page: int = PER_PAGE
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
-
-def _page(query, page: int, count_query=None) -> Page:
-    """One page of ``query``; counted on ``count_query`` (without the joins
-    that only serve display) when given."""
-    page = max(1, page)
-    total = (count_query if count_query is not None else query).count()
-    return Page(list(query.paginate(page, PER_PAGE)), page, total)
 
 
 def _with_people(query):
@@ -155,7 +125,7 @@ def requester_tickets(user: User, status: str | None = None, q: str = "", page: 
     q = search_text(q)
     if q:
         query = query.where(Ticket.subject.contains(q))
-    return _page(query.order_by(Ticket.updated_at.desc(), Ticket.id.desc()), page)
+    return page_of(query.order_by(Ticket.updated_at.desc(), Ticket.id.desc()), page)
 
 
 def status_counts(user: User) -> dict[str, int]:
@@ -236,102 +206,12 @@ def set_status_as_requester(user: User, ticket_id: int, status: str, ip: str = "
 
 # -- agents ------------------------------------------------------------------
 
-@dataclass
-class Filters:
-    """Agent list filters as parsed from the query string."""
-
-    status: str = ""
-    priority: str = ""
-    department: int | None = None
-    assignee: str = ""  # "", "me", "none" or an agent id
-    requester: str = ""  # an email address or part of a name
-    q: str = ""
-    sort: str = "updated"
-    default_view: bool = False
-    problems: list[str] = field(default_factory=list)
-
-
-def _id_arg(raw: str) -> int | None:
-    """A database id from a query argument, or None for anything else."""
-    if re.fullmatch(r"[0-9]{1,10}", raw or "") and 0 < int(raw) <= MAX_ID:
-        return int(raw)
-    return None
-
-
-def search_text(raw: str) -> str:
-    """Words to search for: one line, no control characters, at most 200 characters."""
-    text = "".join(ch for ch in (raw or "") if unicodedata.category(ch)[0] != "C")
-    return text.strip()[:200]
-
-
-def parse_filters(args) -> Filters:
-    """Filters from request args; unknown values are dropped."""
-    f = Filters()
-    if not any(args.get(k) for k in ("status", "priority", "department", "assignee", "requester", "q")):
-        f.default_view = args.get("view") != "all"
-    f.status = args.get("status", "") if args.get("status") in STATUSES else ""
-    f.priority = args.get("priority", "") if args.get("priority") in PRIORITIES else ""
-    f.department = _id_arg(args.get("department", ""))
-    assignee = args.get("assignee", "")
-    f.assignee = assignee if assignee in ("me", "none") or _id_arg(assignee) else ""
-    f.requester = search_text(args.get("requester", ""))
-    f.q = search_text(args.get("q", ""))
-    f.sort = args.get("sort", "updated") if args.get("sort") in SORTS else "updated"
-    return f
-
-
-def agent_tickets(agent: User, filters: Filters, page: int = 1) -> Page:
-    """The desk's ticket list. The default view: open tickets assigned to me,
-    and unassigned ones in my departments."""
+def agent_tickets(agent: User, filters: TicketFilters, page: int = 1) -> Page:
+    """The desk's ticket list (filters as defined in desk.services.listing)."""
     policy.require(agent, "tickets:view")
-    filters = _visible_filters(agent, filters)
-    query = Ticket.select().where(policy.ticket_filter(agent), Ticket.deleted_at.is_null())
-    if filters.default_view:
-        mine = policy.department_ids(agent)
-        unassigned_here = Ticket.assignee.is_null() & (
-            Ticket.department.in_(mine or [0]) | Ticket.department.is_null())
-        query = query.where(Ticket.status == "open", (Ticket.assignee == agent.id) | unassigned_here)
-    if filters.status:
-        query = query.where(Ticket.status == filters.status)
-    if filters.priority:
-        query = query.where(Ticket.priority == filters.priority)
-    if filters.department:
-        query = query.where(Ticket.department == filters.department)
-    if filters.assignee == "me":
-        query = query.where(Ticket.assignee == agent.id)
-    elif filters.assignee == "none":
-        query = query.where(Ticket.assignee.is_null())
-    elif filters.assignee:
-        query = query.where(Ticket.assignee == int(filters.assignee))
-    if filters.requester:
-        term = filters.requester.lower()
-        by_email = fn.LOWER(User.email) == term
-        by_name = User.name.contains(filters.requester)
-        email_ok = policy.visible(agent, "contacts", "email")
-        name_ok = policy.visible(agent, "contacts", "name")
-        match = (by_email | by_name) if email_ok and name_ok else \
-            by_email if email_ok else by_name if name_ok else User.id.is_null()
-        query = query.where(Ticket.requester.in_(User.select(User.id).where(match)))
-    if filters.q:
-        query = query.where(Ticket.subject.contains(filters.q))
-    return _page(_with_people(query).order_by(*SORTS[filters.sort]), page, count_query=query)
-
-
-def _visible_filters(agent: User, f: Filters) -> Filters:
-    """Drop filters and sorting on fields the agent may not see: a filter on a
-    hidden field would reveal its values."""
-    def hidden(name: str) -> bool:
-        return not policy.visible(agent, "tickets", name)
-    return replace(
-        f,
-        status="" if hidden("status") else f.status,
-        priority="" if hidden("priority") else f.priority,
-        department=None if hidden("department") else f.department,
-        assignee="" if hidden("assignee") else f.assignee,
-        requester="" if hidden("requester") else f.requester,
-        q="" if hidden("subject") else f.q,
-        sort="updated" if f.sort == "priority" and hidden("priority") else f.sort,
-    )
+    query = ticket_query(agent, filters)
+    return page_of(_with_people(query).order_by(*ticket_order(agent, filters)), page,
+                   count_query=query)
 
 
 def assignable_agents() -> list[User]:

@@ -11,6 +11,7 @@ from flask_login import current_user
 
 from desk import policy
 from desk.errors import DeskError
+from desk.forms import filters as filters_from
 from desk.forms.auth import EmptyForm
 from desk.forms.tickets import AgentReplyForm
 from desk.forms.tickets import TicketPropertiesForm
@@ -22,7 +23,6 @@ from desk.web.uploads import uploads
 from desk.forms.fields import options
 
 bp = Blueprint("agent", __name__, url_prefix="/agent")
-FILTER_ARGS = ("status", "priority", "department", "assignee", "requester", "q", "sort", "view")
 
 
 @bp.route("/tickets")
@@ -30,14 +30,14 @@ FILTER_ARGS = ("status", "priority", "department", "assignee", "requester", "q",
 def tickets():
     """Ticket list with filters; by default open tickets assigned to me and
     unassigned ones in my departments."""
-    filters = ticket_service.parse_filters(request.args)
+    filters = filters_from.ticket_filters(request.args)
     page = ticket_service.agent_tickets(current_user, filters, page_number())
     return render_template("agent/tickets.html", page=page, filters=filters,
                            fields=policy.field_levels(current_user, "tickets"),
                            contact_fields=policy.field_levels(current_user, "contacts"),
                            agents=ticket_service.assignable_agents(),
                            departments=ticket_service.all_departments(),
-                           args={k: v for k, v in request.args.items() if k in FILTER_ARGS})
+                           args=filters_from.ticket_args(request.args))
 
 
 PROPERTY_FIELDS = {"status": "status", "priority": "priority", "department": "department_id",

@@ -14,6 +14,7 @@ from flask_login import login_required
 from desk.config import LANGUAGES
 from desk.errors import DeskError
 from desk.forms.auth import EmptyForm
+from desk.forms.filters import search_arg
 from desk.forms.tickets import NewTicketForm
 from desk.forms.tickets import ReplyForm
 from desk.forms.tickets import StatusForm
@@ -66,7 +67,7 @@ def my_tickets():
     """My Tickets: the signed-in person's own tickets."""
     status = request.args.get("status", "")
     status = status if status in STATUSES else ""
-    q = tickets.search_text(request.args.get("q", ""))
+    q = search_arg(request.args)
     page = tickets.requester_tickets(current_user, status or None, q, page_number())
     return render_template("portal/my_tickets.html", page=page, status=status, q=q,
                            counts=tickets.status_counts(current_user))

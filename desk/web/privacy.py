@@ -14,6 +14,7 @@ from flask_login import current_user
 from desk import policy
 from desk.errors import DeskError
 from desk.forms.auth import EmptyForm
+from desk.forms.filters import search_arg
 from desk.forms.privacy import EraseForm
 from desk.forms.privacy import RetentionForm
 from desk.services import erasure
@@ -21,7 +22,6 @@ from desk.services import people_admin
 from desk.services import purge
 from desk.services import recycle_bin
 from desk.services import retention
-from desk.services.tickets import search_text
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip
 from desk.web.pages import page_number
@@ -41,7 +41,7 @@ def privacy_page():
 @agent_required
 def people(module: str):
     """Contacts (end users) or agents, with delete and erase actions."""
-    q = search_text(request.args.get("q", ""))
+    q = search_arg(request.args)
     page = people_admin.people(current_user, PEOPLE[module], q, page_number())
     levels = (policy.field_levels(current_user, "contacts") if module == "contacts"
               else {"name": policy.EDIT, "email": policy.EDIT, "phone": policy.EDIT})
@@ -68,7 +68,7 @@ def bin_list():
     if module not in recycle_bin.MODULES:
         # Open on the first tab that holds something, not on an empty one.
         module = next((m for m, n in counts.items() if n), recycle_bin.MODULES[0])
-    q = search_text(request.args.get("q", ""))
+    q = search_arg(request.args)
     return render_template("agent/recycle_bin.html", module=module, q=q,
                            page=recycle_bin.items(current_user, module, q, page_number()),
                            counts=counts, retention_days=retention.days())

@@ -1,0 +1,161 @@
+"""Lists: pages of records, words to search for, and the filters of each list.
+
+A filter definition here is the one both the list page and its CSV export
+apply, so an export holds exactly the rows its list shows. Parsing filters
+from a query string belongs to desk.forms.filters.
+"""
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from dataclasses import replace
+
+from peewee import Case
+from peewee import fn
+
+from desk import policy
+from desk.models import Ticket
+from desk.models import User
+from desk.models.tickets import PRIORITIES
+
+PER_PAGE = 25
+SEARCH_MAX = 200
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list
+    page: int
+    total: int
+    per_page: int = PER_PAGE
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def page_of(query, page: int, count_query=None) -> Page:
+    """One page of ``query``; counted on ``count_query`` (without the joins
+    that only serve display) when given."""
+    page = max(1, page)
+    total = (count_query if count_query is not None else query).count()
+    return Page(list(query.paginate(page, PER_PAGE)), page, total)
+
+
+def search_text(raw: str) -> str:
+    """Words to search for: one line, no control characters, at most 200 characters."""
+    text = "".join(ch for ch in (raw or "") if unicodedata.category(ch)[0] != "C")
+    return text.strip()[:SEARCH_MAX]
+
+
+# -- tickets (the desk's list) -------------------------------------------------
+
+TICKET_SORTS = {
+    "updated": (Ticket.updated_at.desc(), Ticket.id.desc()),
+    "created": (Ticket.created_at.desc(), Ticket.id.desc()),
+    "oldest": (Ticket.created_at.asc(), Ticket.id.asc()),
+    "priority": (Case(None, [(Ticket.priority == p, i) for i, p in enumerate(reversed(PRIORITIES))],
+                      9).asc(), Ticket.updated_at.desc(), Ticket.id.desc()),
+}
+
+
+@dataclass(frozen=True)
+class TicketFilters:
+    """The desk's ticket list filters (see desk.forms.filters for parsing)."""
+
+    status: str = ""
+    priority: str = ""
+    department: int | None = None
+    assignee: str = ""  # "", "me", "none" or an agent id
+    requester: str = ""  # an email address or part of a name
+    q: str = ""
+    sort: str = "updated"
+    default_view: bool = False
+
+
+def visible_ticket_filters(agent: User, f: TicketFilters) -> TicketFilters:
+    """Drop filters and sorting on fields the agent may not see: a filter on a
+    hidden field would reveal its values."""
+    def hidden(name: str) -> bool:
+        return not policy.visible(agent, "tickets", name)
+    return replace(
+        f,
+        status="" if hidden("status") else f.status,
+        priority="" if hidden("priority") else f.priority,
+        department=None if hidden("department") else f.department,
+        assignee="" if hidden("assignee") else f.assignee,
+        requester="" if hidden("requester") else f.requester,
+        q="" if hidden("subject") else f.q,
+        sort="updated" if f.sort == "priority" and hidden("priority") else f.sort,
+    )
+
+
+def ticket_query(agent: User, filters: TicketFilters, query=None):
+    """The live tickets ``agent`` may see that match ``filters`` (no order, no
+    joins). The default view: open tickets assigned to me, and unassigned ones
+    in my departments."""
+    filters = visible_ticket_filters(agent, filters)
+    query = (query if query is not None else Ticket.select()).where(
+        policy.ticket_filter(agent), Ticket.deleted_at.is_null())
+    if filters.default_view:
+        mine = policy.department_ids(agent)
+        unassigned_here = Ticket.assignee.is_null() & (
+            Ticket.department.in_(mine or [0]) | Ticket.department.is_null())
+        query = query.where(Ticket.status == "open", (Ticket.assignee == agent.id) | unassigned_here)
+    if filters.status:
+        query = query.where(Ticket.status == filters.status)
+    if filters.priority:
+        query = query.where(Ticket.priority == filters.priority)
+    if filters.department:
+        query = query.where(Ticket.department == filters.department)
+    if filters.assignee == "me":
+        query = query.where(Ticket.assignee == agent.id)
+    elif filters.assignee == "none":
+        query = query.where(Ticket.assignee.is_null())
+    elif filters.assignee:
+        query = query.where(Ticket.assignee == int(filters.assignee))
+    if filters.requester:
+        query = query.where(Ticket.requester.in_(_requesters(agent, filters.requester)))
+    if filters.q:
+        query = query.where(Ticket.subject.contains(filters.q))
+    return query
+
+
+def _requesters(agent: User, term: str):
+    """Ids of people whose email is ``term`` or whose name contains it, as far
+    as the agent may see those fields."""
+    by_email = fn.LOWER(User.email) == term.lower()
+    by_name = User.name.contains(term)
+    email_ok = policy.visible(agent, "contacts", "email")
+    name_ok = policy.visible(agent, "contacts", "name")
+    match = (by_email | by_name) if email_ok and name_ok else \
+        by_email if email_ok else by_name if name_ok else User.id.is_null()
+    return User.select(User.id).where(match)
+
+
+def ticket_order(agent: User, filters: TicketFilters) -> tuple:
+    return TICKET_SORTS[visible_ticket_filters(agent, filters).sort]
+
+
+# -- people (contacts and agents) ------------------------------------------------
+
+PEOPLE_MODULES = {"contacts": "end_user", "agents": "agent"}
+
+
+def people_query(agent: User, module: str, q: str = "", query=None):
+    """Live contacts or agents matching ``q`` in the fields the agent may see."""
+    kind = PEOPLE_MODULES[module]
+    query = (query if query is not None else User.select()).where(
+        User.kind == kind, User.deleted_at.is_null())
+    q = search_text(q)
+    if q:
+        searchable = [f for f in ("name", "email")
+                      if module != "contacts" or policy.visible(agent, "contacts", f)]
+        condition = User.id.is_null()
+        for name in searchable:
+            condition = condition | getattr(User, name).contains(q)
+        query = query.where(condition)
+    return query
+
+
+PEOPLE_ORDER = (User.name, User.id)
