@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 TITLES = {
+    "flask_ceiling": "0. bare Flask app, same server settings (physical ceiling)",
     "healthz": "1. ceiling: /healthz",
     "login_page": "1. ceiling: GET /login (minimal page)",
     "my_tickets_p1": "2. My Tickets page 1 (heavy user, 2,000 tickets)",
@@ -9,6 +10,7 @@ TITLES = {
     "my_ticket_10_comments": "3. My ticket with 10 comments",
     "agent_tickets_default": "4. Agent list, default view",
     "agent_tickets_search": "4. Agent list, text search",
+    "agent_tickets_search_zh": "4. Agent list, text search in Chinese (金额错误)",
     "agent_reply_post_sqlite": "5. Agent reply POST (SQLite)",
     "login_page_end": "1. ceiling again at the end: GET /login",
     "healthz_pg": "1. ceiling on PostgreSQL: /healthz",
@@ -176,6 +178,9 @@ def render(R: dict, analysis: str, start_marker: str, end_marker: str) -> str:
     lines += ["", "## Targets (from issue 7)", "", "| target | measured | met? |", "| --- | --- | --- |"]
     for target, measured, ok in targets(R):
         lines.append(f"| {target} | {measured} | {'**met**' if ok else '**MISSED**'} |")
+    lines += ["", "## Targets (from issue 17)", "", "| target | measured | met? |", "| --- | --- | --- |"]
+    for target, measured, ok in targets_17(R):
+        lines.append(f"| {target} | {measured} | {'**met**' if ok else '**MISSED**'} |")
     lines += ["", "## Analysis", "", start_marker, analysis or "(none yet)", end_marker, ""]
     return "\n".join(lines)
 
@@ -195,6 +200,8 @@ def key_ratios(R: dict) -> list[tuple[str, str]]:
         if name in by and by[name].get("ratio_adjacent") is not None:
             out.append((label, f"{by[name]['ratio_adjacent']:.0%}"))
 
+    ratio("GET /login over the bare Flask app", rps("login_page"), rps("flask_ceiling"), "{:.0%}")
+    ratio("/healthz over the bare Flask app", rps("healthz"), rps("flask_ceiling"), "{:.0%}")
     ratio("ceiling: GET /login over /healthz (SQLite server)", ceil["sqlite"], ceil["sqlite_healthz"], "{:.0%}")
     ratio("ceiling drift: GET /login at the end over at the start", rps("login_page_end"), rps("login_page"), "{:.0%}")
     adjacent("My Tickets page 1 over the ceiling next to it", "my_tickets_p1")
@@ -202,6 +209,7 @@ def key_ratios(R: dict) -> list[tuple[str, str]]:
     adjacent("ticket with 10 comments over the ceiling next to it", "my_ticket_10_comments")
     adjacent("agent list default view over the ceiling next to it", "agent_tickets_default")
     adjacent("agent list text search over the ceiling next to it", "agent_tickets_search")
+    adjacent("agent list text search in Chinese over the ceiling next to it", "agent_tickets_search_zh")
     adjacent("agent reply POST (SQLite) over the ceiling next to it", "agent_reply_post_sqlite")
     adjacent("My Tickets page 1 on PostgreSQL over its ceiling next to it", "my_tickets_p1_pg")
     adjacent("agent reply POST (PostgreSQL) over its ceiling next to it", "agent_reply_post_postgresql")
@@ -273,4 +281,47 @@ def targets(R: dict) -> list[tuple[str, str, bool]]:
         out.append(("purge leaves page p99 within 2x of idle",
                     f"{pu['p99_ratio']}x ({_ms(pu['during']['p99_ms'])} vs {_ms(pu['idle']['p99_ms'])} ms)",
                     pu["p99_ratio"] is not None and pu["p99_ratio"] <= 2))
+    return out
+
+
+def targets_17(R: dict) -> list[tuple[str, str, bool]]:
+    """The targets of issue 17 (speed), each as (target, measured, met)."""
+    by = {r["name"]: r for r in R["load"]}
+    b = R["batch"]
+    out = []
+    login, health, bare = by.get("login_page"), by.get("healthz"), by.get("flask_ceiling")
+    if login and health and bare:
+        to_bare, to_health = login["rps"] / bare["rps"], login["rps"] / health["rps"]
+        out.append(("GET /login at least 30% of the bare Flask app and 60% of /healthz",
+                    f"{to_bare:.0%} of the bare app ({login['rps']:,.0f} vs {bare['rps']:,.0f} req/s), "
+                    f"{to_health:.0%} of /healthz", to_bare >= 0.3 and to_health >= 0.6))
+    q = b.get("queries")
+    if q and "login_page" in q["pages"]:
+        ms = q["pages"]["login_page"]["ms"]
+        out.append(("a rendered page with a form under 2 ms in-process (GET /login, best of 5)",
+                    f"{ms:.1f} ms", ms < 2))
+    for name, label, floor in (("agent_tickets_default", "agent list default view", 0.5),
+                               ("agent_tickets_search", "agent list text search", 0.3),
+                               ("agent_tickets_search_zh", "agent list text search in Chinese", 0.3),
+                               ("my_ticket_10_comments", "ticket with 10 comments", 0.5)):
+        r = by.get(name)
+        if r and r.get("ratio_adjacent") is not None:
+            out.append((f"{label} at least {floor:.0%} of the ceiling (GET /login next to it)",
+                        f"{r['ratio_adjacent']:.0%}", r["ratio_adjacent"] >= floor))
+    reply = by.get("agent_reply_post_sqlite")
+    if reply and reply["p99_over_p50"] is not None:
+        out.append(("SQLite reply POST: p99 under 4x p50 at 8 clients",
+                    f"{reply['p99_over_p50']}x (p50 {_ms(reply['p50_ms'])} ms, p99 {_ms(reply['p99_ms'])} ms)",
+                    reply["p99_over_p50"] < 4))
+    an = b.get("anonymize")
+    if an:
+        out.append(("anonymizing the heavy user under 1 s", f"{an['seconds']:.2f} s", an["seconds"] < 1))
+    pu = b.get("purge")
+    if pu and pu.get("tickets") is not None:
+        items = pu["tickets"] + pu["comments"]
+        rate = items / pu["seconds"]
+        out.append(("purge at least 5,000 items/s with page p99 within 2x of idle",
+                    f"{items:,} items in {pu['seconds']:.1f} s = {rate:,.0f} items/s (whole command, "
+                    f"start-up included); p99 {pu['p99_ratio']}x",
+                    rate >= 5000 and pu["p99_ratio"] is not None and pu["p99_ratio"] <= 2))
     return out

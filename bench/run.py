@@ -7,10 +7,12 @@
 2. Starts the production server (``app.py run``: gunicorn, gthread workers,
    the scheduler beside them) and drives it with wrk at 8 concurrent
    connections for a fixed time per scenario, after a short warm-up:
-     1. /healthz and GET /login (a minimal page): the ceiling;
+     0. a bare Flask app (bench/ceiling.py, one view returning a short string)
+        under the same gunicorn settings: the physical ceiling of the stack;
+     1. /healthz and GET /login (a minimal page): desk's own ceiling;
      2. the heavy end user's /my/tickets page 1 and page 40;
      3. /my/tickets/<id> with 10 comments;
-     4. /agent/tickets, default view and a text search (q=refund);
+     4. /agent/tickets, default view and a text search (q=refund, and 金额错误);
      5. an agent reply POST (wrk Lua script with CSRF token and cookie),
         on SQLite and on PostgreSQL.
    For each: requests/s, p50, p99, errors (socket errors, timeouts and any
@@ -59,6 +61,7 @@ CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 ACCESS_RE = re.compile(r'"([A-Z]+) ([^" ]*)" (\d{3}) ')
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 SEARCH = "refund"
+SEARCH_ZH = urllib.parse.quote("金额错误")
 ANALYSIS_START = "<!-- analysis: kept between runs -->"
 ANALYSIS_END = "<!-- /analysis -->"
 
@@ -124,9 +127,11 @@ class Server:
     (master, workers and scheduler), as tests/serverproc.py does."""
 
     def __init__(self, name: str, data_dir: Path, url: str, workers: int, logs: Path,
-                 settle: float = 6):
+                 settle: float = 6, argv: list[str] | None = None, probe: str = "/healthz"):
         self.name, self.data_dir, self.url, self.workers = name, data_dir, url, workers
         self.settle = settle
+        self.argv = argv or ["app.py", "run"]
+        self.probe = probe
         self.logs = logs
         self.proc = None
         self.port = None
@@ -145,7 +150,7 @@ class Server:
             self.err_path = self.logs / f"server-{self.name}-{self.port}.err"
             with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
                 self.proc = subprocess.Popen(
-                    [PY, "app.py", "run", "--port", str(self.port), "--workers", str(self.workers)],
+                    [PY, *self.argv, "--port", str(self.port), "--workers", str(self.workers)],
                     cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                     start_new_session=True)
             deadline = time.monotonic() + timeout
@@ -154,7 +159,7 @@ class Server:
                     break
                 if f"Listening at: {self.base} " in self.err_path.read_text(errors="replace"):
                     with contextlib.suppress(OSError):
-                        if http_get(self.base + "/healthz")[0] == 200 and len(self.worker_pids()) >= self.workers:
+                        if http_get(self.base + self.probe)[0] == 200 and len(self.worker_pids()) >= self.workers:
                             # The scheduler runs every job once at start (mail, the
                             # hourly purge's scans...): let that pass before measuring.
                             time.sleep(self.settle)
@@ -532,6 +537,16 @@ def main() -> int:
                "load": [], "batch": {}}
     load = Load(args, out)
 
+    # -- the bare Flask ceiling ------------------------------------------------------------
+    log("scenario 0: a bare Flask app with the same server settings (the physical ceiling)")
+    bare = Server("flask", out, "", args.workers, logs, settle=1,
+                  argv=[str(BENCH / "ceiling.py")], probe="/")
+    bare.start()
+    try:
+        R["load"].append(load.run(bare, "flask_ceiling", "/", pair=False))
+    finally:
+        bare.stop()
+
     # -- SQLite -------------------------------------------------------------------------
     sq_dir = (out / "sqlite").resolve()
     sq_url = f"sqlite:///{sq_dir / 'desk.db'}"
@@ -612,6 +627,9 @@ def sqlite_scenarios(load: Load, server: Server, meta: dict, R: dict) -> list[di
     check_page(server, f"/agent/tickets?q={SEARCH}", agent.cookie, 'href="/agent/tickets/', 1)
     res.append(load.run(server, "agent_tickets_default", "/agent/tickets", {"Cookie": agent.cookie}))
     res.append(load.run(server, "agent_tickets_search", f"/agent/tickets?q={SEARCH}", {"Cookie": agent.cookie}))
+    check_page(server, f"/agent/tickets?q={SEARCH_ZH}", agent.cookie, 'href="/agent/tickets/', 1)
+    res.append(load.run(server, "agent_tickets_search_zh", f"/agent/tickets?q={SEARCH_ZH}",
+                        {"Cookie": agent.cookie}))
     log("scenario 5: agent reply POST (SQLite)")
     res.append(reply_scenario(load, server, meta))
     log("scenario 1 again (ceiling drift over the run)")

@@ -65,6 +65,9 @@ def init_extensions(app: Flask) -> None:
     from desk.services.auth import load_session_user
     csrf.init_app(app)
     limiter.init_app(app)
+    # Only sign-in and sign-up have limits, and their decorators check them; the
+    # limiter's before-request check of every other request has nothing to do.
+    app.before_request_funcs[None].remove(limiter._check_request_limit)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"

@@ -2,12 +2,27 @@
 
 SQLite runs in WAL mode with foreign keys, a busy timeout and secure_delete,
 so deleted personal data is overwritten rather than left in free pages.
+Connections come from a pool on both databases (opening a SQLite connection
+and setting its pragmas cost more than a simple page), and a request connects
+only when it runs its first query.
+
+SQLite allows one writer at a time, and a writer that finds the lock taken
+sleeps and retries with growing pauses (its busy handler), so under load some
+writes wait many times longer than others. Writers of this app therefore queue
+for the lock before they ask SQLite for it (``WriteQueue``): threads on a lock
+of their process, processes on an ``flock`` of a file beside the database,
+both of which wake the next writer as soon as the last one commits. The busy
+timeout remains for writers outside the queue (the sqlite3 tool, another app).
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import logging
+import os
+import threading
+import time
 from typing import Iterator
 
 from flask import Flask
@@ -15,22 +30,91 @@ from peewee import DatabaseProxy
 from peewee import PostgresqlDatabase
 from peewee import SqliteDatabase
 from playhouse.db_url import connect
+from playhouse.db_url import parse
+from playhouse.pool import PooledSqliteDatabase
 
 db = DatabaseProxy()
+
+BUSY_TIMEOUT_S = 10
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
     "foreign_keys": 1,
-    "busy_timeout": 10000,
+    "busy_timeout": BUSY_TIMEOUT_S * 1000,
     "secure_delete": 1,
     "synchronous": "normal",
 }
 
 
+class SqlitePool(PooledSqliteDatabase):
+    """Pooled SQLite connections, each with the pragmas set once when opened,
+    and a queue for writers (see the module doc)."""
+
+    def __init__(self, database, *args, **kwargs):
+        super().__init__(database, *args, **kwargs)
+        self.write_queue = WriteQueue(database)
+
+    def _can_reuse(self, conn) -> bool:
+        if conn.in_transaction:  # never hand on a connection in the middle of a transaction
+            conn.rollback()
+        return True
+
+
+class WriteQueue:
+    """Writers wait here, in turn, for SQLite's single write lock: threads of
+    one process on a lock (woken as soon as it is free), processes on an flock
+    polled every millisecond or two (SQLite's own retries sleep up to 100 ms).
+    After ``patience`` seconds a writer stops waiting and lets SQLite's busy
+    timeout decide, as it would without the queue."""
+
+    def __init__(self, path: str, patience: float = BUSY_TIMEOUT_S):
+        self.threads = threading.Lock()
+        self.path = None if path == ":memory:" or path.startswith("file:") else f"{path}-writers"
+        self.patience = patience
+        self.fd: int | None = None
+        self.pid = os.getpid()
+
+    def _file(self) -> int:
+        if self.fd is None or self.pid != os.getpid():  # a forked worker opens its own
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self.pid = os.getpid()
+        return self.fd
+
+    def _flock(self, fd: int, deadline: float) -> bool:
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        deadline = time.monotonic() + self.patience
+        if not self.threads.acquire(timeout=self.patience):
+            yield
+            return
+        try:
+            fd = self._file() if self.path else None
+            locked = fd is not None and self._flock(fd, deadline)
+            try:
+                yield
+            finally:
+                if locked:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self.threads.release()
+
+
 def open_database(url: str):
     """Return a peewee database for ``url`` (sqlite:/// or postgresql://)."""
     if url.startswith("sqlite"):
-        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+        return SqlitePool(parse(url)["database"], pragmas=SQLITE_PRAGMAS,
+                          check_same_thread=False, max_connections=32, stale_timeout=None)
     if url.startswith(("postgres://", "postgresql://")):
         # A pool: connections are reused across requests instead of opened each time.
         pooled = "postgresql+pool://" + url.split("://", 1)[1]
@@ -41,8 +125,10 @@ def open_database(url: str):
 def bind(url: str) -> None:
     """Point the proxy at the database behind ``url``."""
     current = db.obj
-    if current is not None and not current.is_closed():
-        current.close()
+    if current is not None:
+        if not current.is_closed():
+            current.close()
+        current.close_all()
     db.initialize(open_database(url))
 
 
@@ -59,7 +145,7 @@ def write_transaction() -> Iterator[None]:
     """A transaction that will write: on SQLite it takes the write lock first
     (BEGIN IMMEDIATE) so two writers never deadlock on a lock upgrade."""
     if is_sqlite() and not db.in_transaction():
-        with db.atomic("IMMEDIATE"):
+        with db.obj.write_queue.turn(), db.atomic("IMMEDIATE"):
             yield
     else:
         with db.atomic():
@@ -108,13 +194,10 @@ def init_logging() -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Bind the database and open/close a connection around each request."""
+    """Bind the database; a request takes a pooled connection at its first
+    query and gives it back at the end."""
     init_logging()
     bind(app.config["DATABASE_URL"])
-
-    @app.before_request
-    def _connect() -> None:
-        db.connect(reuse_if_open=True)
 
     @app.teardown_appcontext
     def _close(exc: BaseException | None) -> None:

@@ -94,19 +94,25 @@ def _tls12_context(config, default_ssl_context_factory):
     return context
 
 
-def serve(overrides: dict, host: str, port: int, workers: int, threads: int,
-          cert: str | None = None, key: str | None = None, scheduler: bool = True) -> None:
-    options = {
+def options(host: str, port: int, workers: int, threads: int, worker_class: str = "gthread") -> dict:
+    """gunicorn's settings (bench/ceiling.py serves its bare app with the same)."""
+    return {
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": worker_class,
         "accesslog": "-",
         # No query strings or referrers in the access log: searches may name people.
         "access_log_format": '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss',
         "timeout": 60,
         "graceful_timeout": 20,
     }
+
+
+def serve(overrides: dict, host: str, port: int, workers: int, threads: int,
+          cert: str | None = None, key: str | None = None, scheduler: bool = True,
+          worker_class: str = "gthread") -> None:
+    settings = options(host, port, workers, threads, worker_class)
     if cert:
-        options.update(certfile=cert, keyfile=key)
-    DeskServer(overrides, options, scheduler=scheduler).run()
+        settings.update(certfile=cert, keyfile=key)
+    DeskServer(overrides, settings, scheduler=scheduler).run()
