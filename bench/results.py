@@ -319,9 +319,10 @@ def targets_17(R: dict) -> list[tuple[str, str, bool]]:
     pu = b.get("purge")
     if pu and pu.get("tickets") is not None:
         items = pu["tickets"] + pu["comments"]
-        rate = items / pu["seconds"]
+        seconds = pu.get("purge_seconds") or pu["seconds"]
+        rate = items / seconds
         out.append(("purge at least 5,000 items/s with page p99 within 2x of idle",
-                    f"{items:,} items in {pu['seconds']:.1f} s = {rate:,.0f} items/s (whole command, "
-                    f"start-up included); p99 {pu['p99_ratio']}x",
+                    f"{items:,} items in {seconds:.1f} s = {rate:,.0f} items/s (the purge itself; the "
+                    f"whole command with start-up {pu['seconds']:.1f} s); p99 {pu['p99_ratio']}x",
                     rate >= 5000 and pu["p99_ratio"] is not None and pu["p99_ratio"] <= 2))
     return out

@@ -682,7 +682,9 @@ def purge_scenario(load: Load, server: Server, cookie: dict) -> dict:
         raise RuntimeError(f"purge failed ({proc.returncode}): {text[-2000:]}")
     match = re.search(r"purged (\d+) tickets, (\d+) comments", text)
     log(f"  purge: {seconds:.1f}s ({match.group(0) if match else text.strip()[-200:]})")
+    inside = re.search(r" in ([0-9.]+) s \(", text)
     return {"seconds": round(seconds, 2), "tickets": int(match.group(1)) if match else None,
+            "purge_seconds": float(inside.group(1)) if inside else None,
             "comments": int(match.group(2)) if match else None, "output": text.strip()[-400:],
             "idle": idle, "during": during,
             "p99_ratio": round(during["p99_ms"] / idle["p99_ms"], 2) if idle["p99_ms"] else None}

@@ -130,21 +130,23 @@ def _append(actor: Actor, action: str, record_type: str, record_id: str | None,
     return entry
 
 
-INSERT_CHUNK = 500  # rows per INSERT: 11 columns each, well under SQLite's variable limit
-
-
 def _append_many(actor: Actor, action: str, record_type: str, record_ids: list[str]) -> None:
     """One entry per record, chained as ``_append`` would chain them, written
-    with multi-row INSERTs and one update of the head."""
+    with one prepared INSERT run for every row and one update of the head
+    (building a statement per row would cost more than the purge itself)."""
     head = _head()
     seq, prev, now = head.seq, head.hash, utcnow()
+    fields = [f for f in AuditEntry._meta.sorted_fields if f.name != "id"]
     rows = []
     for record_id in record_ids:
         entry = _entry(seq, prev, actor, action, record_type, record_id, None, {}, now)
-        rows.append(entry.__data__)
+        rows.append([f.db_value(entry.__data__.get(f.name)) for f in fields])
         seq, prev = entry.seq, entry.hash
-    for start in range(0, len(rows), INSERT_CHUNK):
-        AuditEntry.insert_many(rows[start:start + INSERT_CHUNK]).execute()
+    database = AuditEntry._meta.database
+    marks = ", ".join([database.param] * len(fields))
+    columns = ", ".join(f'"{f.column_name}"' for f in fields)
+    database.cursor().executemany(
+        f'INSERT INTO "{AuditEntry._meta.table_name}" ({columns}) VALUES ({marks})', rows)
     AuditHead.update(seq=seq, hash=prev).where(AuditHead.id == 1).execute()
 
 

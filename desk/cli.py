@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
@@ -134,14 +135,17 @@ def purge(ctx: click.Context, dry_run: bool, batch: int, pause: float) -> None:
         if dry_run:
             click.echo("dry run: nothing removed")
             return
+        started = time.monotonic()
         with click.progressbar(length=total, label="purging", file=sys.stderr) as bar:
             report = purge_service.purge_expired(app.config, batch=batch, pause=pause,
                                                  progress=lambda _name, n: bar.update(n))
+        seconds = time.monotonic() - started
     if report.skipped:
         click.echo("another purge is running; nothing done")
         sys.exit(3)
     click.echo(f"purged {report.tickets} tickets, {report.comments} comments, anonymized "
-               f"{report.people} people, removed {report.files} files and {report.orphans} orphans")
+               f"{report.people} people, removed {report.files} files and {report.orphans} orphans "
+               f"in {seconds:.2f} s ({report.total / max(seconds, 1e-6):,.0f} items/s)")
 
 
 @cli.command("storage-check")

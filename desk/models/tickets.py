@@ -42,6 +42,9 @@ class Ticket(BaseModel):
             (("department", "status", "updated_at"), False),
             (("status", "updated_at"), False),
             (("requester", "deleted_at", "status"), False),
+            # The agents' queue (open, live, mine or unassigned in my departments):
+            # counted from this index alone, without reading the rows.
+            (("status", "deleted_at", "updated_at", "assignee", "department"), False),
         )
 
     def audit_subject_id(self) -> int | None:
