@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_WORKERS ?= auto
 
-.PHONY: run test translations extract-messages bench clean system-deps
+.PHONY: run test test-tools translations extract-messages bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,15 +31,23 @@ HOST ?= 127.0.0.1
 run: translations
 	$(BIN)/python app.py run --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev-deps translations
+test: $(VENV)/.dev-deps translations test-tools
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+
+# npm test tools (axe-core for the accessibility journeys), pinned by
+# package-lock.json into ./node_modules. Without npm those checks are skipped
+# (CI installs npm and requires them).
+test-tools:
+	@if command -v npm >/dev/null; then \
+	  [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --silent; \
+	else echo "npm not found: the accessibility checks (axe-core) will be skipped"; fi
 
 # Debian packages the browser tests need (CI runs this; needs root).
 system-deps:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver fonts-wqy-microhei)
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache test-artifacts node_modules
 
 # Benchmarks at a scale that finishes in under 10 minutes on 2 cores; writes
 # bench/RESULTS.md. Needs wrk and sqlite3 (Debian; installed here if missing,

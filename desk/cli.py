@@ -95,6 +95,28 @@ def run(ctx, host, port, cert, key, workers, no_scheduler) -> None:
           cert, key, scheduler=not no_scheduler)
 
 
+@cli.command()
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Fill an empty instance with a sample help center (English and Chinese)."""
+    from desk.db import db
+    from desk.migrations import migrate
+    from desk.services import demo as demo_service
+    app = _app(ctx)
+    with app.app_context():
+        migrate(db.obj)
+        try:
+            report = demo_service.fill()
+        except DeskError as err:
+            raise click.ClickException(str(err)) from None
+    click.echo(f"demo ready: {report.tickets} tickets, {report.comments} replies and notes, "
+               f"{report.files} files, {report.recycled} items in the recycle bin, "
+               f"{report.erased} person erased")
+    click.echo("Accounts (passwords are shown only now; note them):")
+    for name, email, role, password in report.accounts:
+        click.echo(f"  {role:<14} {email:<30} {password}   {name}")
+
+
 @cli.command("audit-verify")
 @click.pass_context
 def audit_verify(ctx: click.Context) -> None:
