@@ -190,3 +190,71 @@ def storage_check(ctx: click.Context) -> None:
     click.echo("OK: rows and objects match" if report.ok else "PROBLEMS found")
     if not report.ok:
         sys.exit(1)
+
+
+KEYS_WARNING = ("Keep backups and keys in different places: whoever holds both can read "
+                "everything, and a backup without its keys cannot be read.")
+
+
+@cli.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="new or empty folder for the backup")
+@click.option("--keys-out", type=click.Path(file_okay=False),
+              help="folder for the keyring and session secret, apart from the backup")
+@click.pass_context
+def backup(ctx: click.Context, out: str, keys_out: str | None) -> None:
+    """Back up the database, the attachment files and a manifest of SHA-256 sums."""
+    from pathlib import Path
+    from desk.services import backup as backup_service
+    app = _app(ctx)
+    with app.app_context():
+        total = backup_service.work_size(app.config)
+        with click.progressbar(length=total, label="backing up", file=sys.stderr) as bar:
+            try:
+                report = backup_service.instance_backup(
+                    app.config, Path(out), Path(keys_out) if keys_out else None,
+                    progress=lambda _what, n: bar.update(n))
+            except DeskError as err:
+                raise click.ClickException(str(err)) from None
+    click.echo(f"backup written to {report.path}: {report.database} database, {report.files} "
+               f"files, {report.bytes} bytes, manifest.json with SHA-256 sums")
+    if keys_out:
+        click.echo(f"keys written to {keys_out} (mode 0600)")
+    else:
+        click.echo("the keys are NOT in the backup; keep a copy of keys.json and secret_key "
+                   "(or back them up with --keys-out DIR)")
+    click.echo(KEYS_WARNING, err=True)
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False),
+              help="the folder written by backup --keys-out")
+@click.pass_context
+def restore(ctx: click.Context, source: str, keys_dir: str | None) -> None:
+    """Restore a backup into an empty instance, then check the audit chain."""
+    from pathlib import Path
+    from desk.db import db
+    from desk.migrations import migrate
+    from desk.services import backup as backup_service
+    app = _app(ctx)
+    try:
+        with app.app_context():
+            if not backup_service.database_is_empty():
+                raise click.ClickException("this instance is not empty; restore only into a new one")
+            keys = backup_service.keys_for_restore(Path(source), Path(keys_dir) if keys_dir else None)
+        if keys is not None:
+            backup_service.install_keys(Path(app.config["DATA_DIR"]), keys)
+            ctx.obj.pop("app")
+            app = _app(ctx)
+        with app.app_context():
+            report = backup_service.restore(app.config, Path(source),
+                                            backup_service.database_is_empty())
+            migrate(db.obj)
+            ok, message = audit.verify()
+    except DeskError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"restored {report.database} database and {report.files} files from {source}")
+    click.echo(("audit chain OK: " if ok else "audit chain BROKEN: ") + message)
+    if not ok:
+        sys.exit(1)

@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "STORAGE_REGION": "",
     "STORAGE_ACCESS_KEY_ID": "",  # empty: the usual AWS_* environment / profile
     "STORAGE_SECRET_ACCESS_KEY": "",
+    "BACKUP_DIR": "",  # scheduled backups go here; empty: none
+    "BACKUP_EVERY_HOURS": 24,
+    "BACKUP_KEEP": 7,  # scheduled backups kept; older ones are removed
     "WORKERS": 2,
     "THREADS": 4,
 }

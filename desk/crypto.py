@@ -91,6 +91,23 @@ def _keyring() -> Keyring:
     return current_app.extensions["desk.keyring"]
 
 
+def keyring_json() -> str:
+    """The instance keyring as its JSON file (for a backup's keys, written apart)."""
+    return _keyring().to_json()
+
+
+def key_ids() -> list[str]:
+    return sorted(_keyring().keys)
+
+
+def key_ids_in(keyring_text: str) -> list[str]:
+    """The key ids of a keyring file's text (ValueError if it is not one)."""
+    try:
+        return sorted(Keyring.from_json(keyring_text).keys)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a keyring: {exc}") from None
+
+
 def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(12)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)

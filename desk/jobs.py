@@ -15,6 +15,7 @@ from typing import Callable
 from flask import Flask
 from flask import current_app
 
+from desk.services import backup
 from desk.services import leases
 from desk.services import erasure
 from desk.services import mail
@@ -46,6 +47,10 @@ def resume_erasures() -> None:
     erasure.resume_all()
 
 
+def scheduled_backup() -> None:
+    backup.scheduled_backup(current_app.config)
+
+
 def renew_lease() -> None:
     """Nothing of its own: running it keeps the lease alive between other jobs."""
 
@@ -55,6 +60,7 @@ JOBS = (
     Job("deliver-mail", deliver_mail, 15),
     Job("resume-erasures", resume_erasures, 300, first_after=60),
     Job("purge", purge_expired, 3600, first_after=300),
+    Job("backup", scheduled_backup, 600, first_after=120),
 )
 
 
