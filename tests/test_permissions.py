@@ -212,6 +212,9 @@ RULES = {
     "roles.delete_role": "settings:manage",
     "roles.new_agent": "agents:create",
     "roles.agent_permissions": "settings:manage",
+
+    "mail.settings": "settings:manage",
+    "mail.test": "settings:manage",
 }
 
 ALLOWED, FORBIDDEN, NOT_FOUND, LOGIN = "allowed", "403", "404", "to /login"

@@ -12,10 +12,18 @@ from email.utils import formatdate
 from email.utils import make_msgid
 from typing import Iterator
 
+from flask_babel import lazy_gettext as _l
+
+from desk import audit
+from desk import policy
+from desk.audit import Actor
 from desk.db import write_transaction
+from desk.errors import InvalidInput
 from desk.models import MailMessage
+from desk.models import User
 from desk.models import utcnow
 from desk.services import storage
+from desk.services import mail_settings
 
 MAX_ATTEMPTS = 20
 OUTBOX = "outbox/"
@@ -86,6 +94,7 @@ def _send_smtp(config: dict, msg: EmailMessage) -> None:
 def deliver_pending(config: dict, limit: int = 50) -> tuple[int, int]:
     """Send due messages; failures are retried later with growing delays.
     Returns (sent, failed) for this run."""
+    config = mail_settings.effective(config)
     now = utcnow()
     due = list(MailMessage.select()
                .where(MailMessage.status == "pending", MailMessage.next_attempt_at <= now)
@@ -128,3 +137,28 @@ def _failed(row: MailMessage, exc: Exception, permanent: bool = False) -> None:
         (MailMessage.update(attempts=attempts, next_attempt_at=utcnow() + delay,
                             last_error=str(exc)[:500], status=status)
          .where(MailMessage.id == row.id).execute())
+
+
+def send_test(admin: User, config: dict, recipient: str, ip: str = "") -> str:
+    """Send a test message now with the effective settings (not queued). Returns
+    where it went: "smtp" or "outbox". InvalidInput says what the server said."""
+    policy.require(admin, "settings:manage")
+    recipient = (recipient or "").strip()
+    if not mail_settings.ADDRESS.fullmatch(recipient):
+        raise InvalidInput(_l("Enter a valid email address."))
+    config = mail_settings.effective(config)
+    row = MailMessage(recipient=recipient, subject=str(_l("desk test mail")),
+                      body=str(_l("This is a test mail from desk. Mail reaches you.")),
+                      created_at=utcnow(), id=0)
+    msg = _message(config, row)
+    try:
+        if config["SMTP_HOST"]:
+            _send_smtp(config, msg)
+        else:
+            _write_outbox(config, row, msg)
+    except (smtplib.SMTPException, OSError, UnicodeError) as exc:
+        raise InvalidInput(_l("The test mail was not sent: %(error)s", error=str(exc)[:300])) from None
+    where = "smtp" if config["SMTP_HOST"] else "outbox"
+    audit.record(Actor.of(admin, ip), "test_mail", "Setting", mail_settings.KEY,
+                 details={"via": where})
+    return where

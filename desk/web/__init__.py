@@ -8,6 +8,7 @@ def register_blueprints(app: Flask) -> None:
     from desk.web import auth
     from desk.web import files
     from desk.web import health
+    from desk.web import mail
     from desk.web import me
     from desk.web import portal
     from desk.web import privacy
@@ -15,5 +16,5 @@ def register_blueprints(app: Flask) -> None:
     from desk.web.pages import IdConverter
 
     app.url_map.converters["id"] = IdConverter
-    for module in (auth, portal, me, agent, admin, privacy, roles, files, health):
+    for module in (auth, portal, me, agent, admin, privacy, roles, mail, files, health):
         app.register_blueprint(module.bp)
