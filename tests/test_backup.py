@@ -27,6 +27,7 @@ from desk.models import Ticket
 from desk.models import User
 from desk.services import attachments as files
 from desk.services import demo
+from desk.services import storage
 from tests.conftest import TEST_CONFIG
 from tests.serverproc import ROOT
 
@@ -52,7 +53,7 @@ def snapshot(config) -> dict:
         "comments": Comment.select().count(),
         "audit": AuditEntry.select().count(),
         "opened": [audit.read_changes(e) for e in sealed],
-        "files": {a.stored_name: files.path_of(config, a.stored_name).read_bytes()
+        "files": {a.stored_name: storage.of(config).read_bytes(files.key_of(a.stored_name))
                   for a in Attachment.select()},
     }
 

@@ -15,6 +15,7 @@ from desk.models import ErasureRequest
 from desk.models import Ticket
 from desk.models import User
 from desk.services import attachments as files
+from desk.services import storage
 from tests import factories
 from tests.conftest import browser
 from tests.conftest import login
@@ -40,7 +41,7 @@ def test_demo_fills_an_empty_instance_people_can_use(ctx):
     stored = list(Attachment.select())
     assert len(stored) >= 5
     for row in stored:
-        assert files.path_of(ctx.config, row.stored_name).is_file()
+        assert storage.of(ctx.config).exists(files.key_of(row.stored_name))
     assert any(re.search(r"[\u4e00-\u9fff]", t.subject) for t in live)
     assert any(re.search(r"[\u4e00-\u9fff]", u.name) for u in User.select())
     # The recycle bin holds a ticket, a comment and a contact; one person is erased.

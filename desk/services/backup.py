@@ -1,6 +1,7 @@
 """Backups: an online, consistent copy of the database (SQLite's backup API, or
-``pg_dump`` on PostgreSQL) with the attachment files and a manifest of SHA-256
-sums; keys are written apart. ``restore`` puts a checked backup into an empty
+``pg_dump`` on PostgreSQL) with the attachment files (read from, and restored
+into, the file store: a folder or S3) and a manifest of SHA-256 sums; keys are
+written apart. ``restore`` puts a checked backup into an empty
 instance. ``copy_sqlite`` and ``dump_postgres`` are the database copy, also for
 moving between stores."""
 from __future__ import annotations
@@ -27,6 +28,7 @@ from desk.db import is_sqlite
 from desk.errors import Conflict
 from desk.errors import InvalidInput
 from desk.migrations import applied
+from desk.services import storage
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -116,28 +118,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_file(source: Path, target: Path) -> None:
-    _private_dir(target.parent)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with source.open("rb") as src, os.fdopen(fd, "wb") as dst:
-        shutil.copyfileobj(src, dst, CHUNK)
-
-
-def _copy_tree(source: Path, target: Path, progress: Progress | None) -> int:
-    """Copy files not copied yet; returns how many were copied."""
+def _copy_from_store(store: storage.Store, target: Path, progress: Progress | None) -> int:
+    """Copy the attachment objects not copied yet into ``target`` (a key is a
+    relative path); returns how many were copied."""
     copied = 0
-    if not source.is_dir():
-        return 0
-    for path in sorted(source.rglob("*")):
-        rel = path.relative_to(source)
-        if path.is_file() and not path.name.endswith(".tmp") and not (target / rel).exists():
-            try:
-                _copy_file(path, target / rel)
-            except FileNotFoundError:
-                continue  # removed (purged) while we walked: no longer part of the data
-            copied += 1
-            if progress:
-                progress("files", 1)
+    for info in store.list(FILES_DIR + "/"):
+        dest = target / info.key
+        if dest.exists():
+            continue
+        _private_dir(dest.parent)
+        try:
+            with store.open(info.key) as src:
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+        except FileNotFoundError:
+            dest.unlink(missing_ok=True)
+            continue  # removed (purged) while we listed: no longer part of the data
+        copied += 1
+        if progress:
+            progress("files", 1)
     return copied
 
 
@@ -150,8 +150,7 @@ def _sums(root: Path) -> dict[str, dict]:
 
 def work_size(config: dict) -> int:
     """Steps of a backup, for a progress bar: the files, and the database."""
-    folder = Path(config["DATA_DIR"]) / FILES_DIR
-    return (sum(1 for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0) + 1
+    return sum(1 for _ in storage.of(config).list(FILES_DIR + "/")) + 1
 
 
 def _empty_or_new(path: Path) -> None:
@@ -179,8 +178,8 @@ def backup(config: dict, out: Path, key_ids: list[str], migrations: list[int],
     if work.exists():
         shutil.rmtree(work)
     _private_dir(work)
-    files_source = Path(config["DATA_DIR"]) / FILES_DIR
-    _copy_tree(files_source, work / FILES_DIR, progress)
+    store = storage.of(config)
+    _copy_from_store(store, work, progress)
     url = config["DATABASE_URL"]
     if url.startswith("sqlite"):
         kind, name = "sqlite", SQLITE_FILE
@@ -191,7 +190,7 @@ def backup(config: dict, out: Path, key_ids: list[str], migrations: list[int],
     os.chmod(work / name, 0o600)
     if progress:
         progress("database", 1)
-    _copy_tree(files_source, work / FILES_DIR, progress)
+    _copy_from_store(store, work, progress)
     sums = _sums(work)
     manifest = {"format": FORMAT, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "database": kind, "database_file": name, "migrations": migrations,
@@ -245,24 +244,26 @@ def read_manifest(source: Path) -> dict:
 
 def restore(config: dict, source: Path, database_is_empty: bool,
             progress: Progress | None = None) -> Report:
-    """Put a checked backup into this instance, whose database and attachment
-    folder must be empty. The attachment files land under a temporary name and
-    are renamed at the end."""
+    """Put a checked backup into this instance, whose database must be empty and
+    whose file store may hold no attachment the backup does not (so a restore
+    that was cut short can run again). Files go in first, the database last."""
     source = Path(source)
     manifest = read_manifest(source)
-    files_target = Path(config["DATA_DIR"]) / FILES_DIR
-    if not database_is_empty or (files_target.exists()
-                                 and any(p.is_file() for p in files_target.rglob("*"))):
+    store = storage.of(config)
+    wanted = sorted(k for k in manifest["files"] if k.startswith(FILES_DIR + "/"))
+    foreign = {info.key for info in store.list(FILES_DIR + "/")} - set(wanted)
+    if not database_is_empty or foreign:
         raise Conflict(_l("This instance is not empty; restore only into a new one."))
     url = config["DATABASE_URL"]
     kind = "sqlite" if url.startswith("sqlite") else "postgresql"
     if kind != manifest["database"]:
         raise Conflict(_l("This backup is of a %(kind)s database; this instance uses %(here)s.",
                           kind=manifest["database"], here=kind))
-    incoming = files_target.with_name(".attachments.restoring")
-    if incoming.exists():
-        shutil.rmtree(incoming)
-    count = _copy_tree(source / FILES_DIR, incoming, progress)
+    for key in wanted:
+        with (source / key).open("rb") as fh:
+            store.put(key, fh)
+        if progress:
+            progress("files", 1)
     if kind == "sqlite":
         target = sqlite_path(url)
         for suffix in ("", "-wal", "-shm"):
@@ -274,12 +275,8 @@ def restore(config: dict, source: Path, database_is_empty: bool,
         os.replace(partial, target)
     else:
         load_postgres(url, source / manifest["database_file"])
-    if files_target.exists():
-        shutil.rmtree(files_target)  # only empty folders, checked above
-    if incoming.exists():
-        os.rename(incoming, files_target)
     size = sum(v["size"] for v in manifest["files"].values())
-    return Report(source, kind, count, size, manifest.get("key_ids", []))
+    return Report(source, kind, len(wanted), size, manifest.get("key_ids", []))
 
 
 # -- the instance's own side (inside an app context) -------------------------------
