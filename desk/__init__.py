@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -85,8 +86,9 @@ def init_templates(app: Flask) -> None:
     app.jinja_env.globals.update(can=policy.can, is_agent=policy.is_agent,
                                  is_admin=policy.is_admin, EmptyForm=EmptyForm,
                                  timedelta=datetime.timedelta, MODULES=policy.MODULES,
-                                 ACTIONS=policy.ACTIONS, FIELDS=policy.FIELDS,
+                                 ACTIONS=policy.ACTIONS,
                                  role_label=labels.role_label,
                                  **{name: value for name, value in vars(labels).items()
                                     if name.endswith("_LABELS")})
     app.jinja_env.filters["file_size"] = labels.file_size
+    app.jinja_env.filters["fromjson"] = json.loads

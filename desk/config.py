@@ -22,7 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "SMTP_STARTTLS": False,
     "SMTP_TIMEOUT": 10,
     "MAIL_FROM": "desk@localhost",
-    "ENCRYPTION_KEYS": "",  # JSON keyring; empty: <DATA_DIR>/keys.json
+    "MASTER_KEY": "",  # keyring JSON or one base64 key; empty: <DATA_DIR>/keys.json
+    "ENCRYPTION_KEYS": "",  # the older name of MASTER_KEY, still read
     "SECRET_KEY": "",  # empty: <DATA_DIR>/secret_key
     "HTTPS": False,  # set when a proxy in front terminates TLS
     "PROXY_FIX": 0,  # number of trusted proxies setting X-Forwarded-*

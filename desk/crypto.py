@@ -1,9 +1,13 @@
-"""The only module that touches cryptography: instance keys, data subject keys,
-sealed values, password hashing and tokens.
+"""The only module that touches cryptography: instance (master) keys, wrapped
+data keys, sealed values, encrypted custom fields, stored secrets, password
+hashing and tokens.
 
-The keyring lives outside the database (a 0600 file or DESK_ENCRYPTION_KEYS):
-{"active": "<id>", "keys": {"<id>": "<base64 32 bytes>"}}. Every sealed value
-names the key that sealed it, so keys can be rotated while old ones still open.
+The keyring lives outside the database: the 0600 file ``<DATA_DIR>/keys.json``
+or the environment (``DESK_MASTER_KEY``, a keyring JSON or one base64 key):
+{"active": "<id>", "keys": {"<id>": "<base64 32 bytes>"}}. The database holds
+only data keys wrapped under a master key and values tagged with the id of the
+key that sealed them, so ``keys-rotate`` can add a key, re-wrap and re-seal
+everything while old keys still open, and retire them when nothing refers to them.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import hmac
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -28,32 +33,63 @@ from desk.models import utcnow
 
 ERASED = "[erased]"
 _SEALED_PREFIX = "sealed:v1:"
+KEY_FILE = "keys.json"
+RELOAD_SECONDS = 1.0
+
+
+class CannotDecrypt(Exception):
+    """A stored value does not open: wrong record, field or key, or a key that
+    is not in the keyring (the message names no value)."""
 
 
 class Keyring:
-    """Instance keys by id, one of them active for new encryptions."""
+    """Master keys by id, one of them active for new encryptions. ``path`` is
+    the key file it came from (None when it came from the environment)."""
 
-    def __init__(self, active: str, keys: dict[str, bytes]):
+    def __init__(self, active: str, keys: dict[str, bytes], path: Path | None = None,
+                 stamp: tuple | None = None):
         if active not in keys:
             raise ValueError("the active key id is not in the keyring")
         self.active = active
         self.keys = keys
+        self.path = path
+        self.stamp = stamp
+        self.checked = time.monotonic()
 
     @classmethod
-    def from_json(cls, text: str) -> "Keyring":
+    def from_json(cls, text: str, path: Path | None = None, stamp: tuple | None = None) -> "Keyring":
         data = json.loads(text)
         keys = {kid: base64.b64decode(raw) for kid, raw in data["keys"].items()}
         if any(len(k) != 32 for k in keys.values()):
             raise ValueError("every key must be 32 bytes (AES-256)")
-        return cls(data["active"], keys)
+        return cls(data["active"], keys, path, stamp)
+
+    @classmethod
+    def from_env(cls, text: str) -> "Keyring":
+        """A keyring JSON, or one bare base64 key (its id derived from it)."""
+        text = text.strip()
+        if text.startswith("{"):
+            return cls.from_json(text)
+        raw = base64.b64decode(text)
+        if len(raw) != 32:
+            raise ValueError("DESK_MASTER_KEY must be 32 bytes in base64, or a keyring JSON")
+        kid = "e" + hashlib.sha256(raw).hexdigest()[:8]
+        return cls(kid, {kid: raw})
 
     def to_json(self) -> str:
         keys = {kid: base64.b64encode(raw).decode() for kid, raw in self.keys.items()}
         return json.dumps({"active": self.active, "keys": keys}, indent=2)
 
 
+def _new_key_id(taken=()) -> str:
+    while True:
+        kid = "k" + secrets.token_hex(4)
+        if kid not in taken:
+            return kid
+
+
 def new_keyring() -> Keyring:
-    kid = "k" + secrets.token_hex(4)
+    kid = _new_key_id()
     return Keyring(kid, {kid: AESGCM.generate_key(bit_length=256)})
 
 
@@ -69,13 +105,48 @@ def write_private_file(path: Path, text: str) -> bool:
     return True
 
 
+def replace_private_file(path: Path, text: str) -> None:
+    """Write ``path`` (mode 0600) through a temporary file and a rename, so a
+    crash leaves either the old or the new content, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _stamp(path: Path) -> tuple:
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def key_file(config: dict) -> Path:
+    return Path(config["DATA_DIR"]) / KEY_FILE
+
+
+def _read_key_file(path: Path) -> Keyring:
+    stamp = _stamp(path)
+    return Keyring.from_json(path.read_text(), path, stamp)
+
+
 def load_keyring(config: dict) -> Keyring:
-    """The keyring from DESK_ENCRYPTION_KEYS, else the key file (made on first start)."""
-    if config.get("ENCRYPTION_KEYS"):
-        return Keyring.from_json(config["ENCRYPTION_KEYS"])
-    path = Path(config["DATA_DIR"]) / "keys.json"
+    """The keyring from DESK_MASTER_KEY (or the older DESK_ENCRYPTION_KEYS),
+    else the key file (made on first start)."""
+    from_env = config.get("MASTER_KEY") or config.get("ENCRYPTION_KEYS")
+    if from_env:
+        return Keyring.from_env(from_env)
+    path = key_file(config)
     write_private_file(path, new_keyring().to_json())
-    return Keyring.from_json(path.read_text())
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)  # owner-readable only, whoever copied it in
+    return _read_key_file(path)
 
 
 def load_secret_key(config: dict) -> str:
@@ -88,7 +159,24 @@ def load_secret_key(config: dict) -> str:
 
 
 def _keyring() -> Keyring:
-    return current_app.extensions["desk.keyring"]
+    """The app's keyring; re-read when the key file changed (another process
+    rotated keys), looked at no more than once a second."""
+    ring = current_app.extensions["desk.keyring"]
+    if ring.path is not None and time.monotonic() - ring.checked >= RELOAD_SECONDS:
+        ring.checked = time.monotonic()
+        try:
+            if _stamp(ring.path) != ring.stamp:
+                ring = current_app.extensions["desk.keyring"] = _read_key_file(ring.path)
+        except (OSError, ValueError):
+            pass  # a file being replaced: keep the keys we have
+    return ring
+
+
+def _master(kid: str | None) -> bytes:
+    key = _keyring().keys.get(kid or "")
+    if key is None:
+        raise CannotDecrypt(f"key {kid!r} is not in the keyring")
+    return key
 
 
 def keyring_json() -> str:
@@ -137,8 +225,7 @@ def _subject_key(subject_id: int, create: bool) -> bytes | None:
         return raw
     if row.wrapped_key is None:
         return None
-    master = _keyring().keys[row.key_id]
-    return _open(master, base64.b64decode(row.wrapped_key), _wrap_aad(subject_id))
+    return _open(_master(row.key_id), base64.b64decode(row.wrapped_key), _wrap_aad(subject_id))
 
 
 def destroy_subject_key(subject_id: int) -> None:
@@ -164,11 +251,14 @@ def seal_for_subject(subject_id: int, value) -> str:
 
 # -- record keys: free text of one record, shredded on its own -----------------
 
+def _record_wrap_aad(row: RecordKey) -> bytes:
+    return f"record-key:{row.id}".encode()
+
+
 def _record_key(row: RecordKey) -> bytes | None:
     if row is None or row.wrapped_key is None:
         return None
-    master = _keyring().keys[row.key_id]
-    return _open(master, base64.b64decode(row.wrapped_key), f"record-key:{row.id}".encode())
+    return _open(_master(row.key_id), base64.b64decode(row.wrapped_key), _record_wrap_aad(row))
 
 
 def seal_for_record(record_type: str, record_id: str, owner_subject_id: int | None, value) -> str:
@@ -184,7 +274,7 @@ def seal_for_record(record_type: str, record_id: str, owner_subject_id: int | No
         row = RecordKey.create(record_type=record_type, record_id=str(record_id),
                                owner_subject_id=owner_subject_id, key_id=ring.active,
                                wrapped_key="")
-        wrapped = _seal(ring.keys[ring.active], raw, f"record-key:{row.id}".encode())
+        wrapped = _seal(ring.keys[ring.active], raw, _record_wrap_aad(row))
         RecordKey.update(wrapped_key=base64.b64encode(wrapped).decode()).where(
             RecordKey.id == row.id).execute()
     else:
@@ -233,10 +323,13 @@ def sealed_owner(value: str) -> int | None:
 def open_sealed(value):
     """Decrypt a sealed value; ERASED once its key was destroyed."""
     kind, ref, b64 = _parts(value)
-    if kind == "s":
-        key, aad = _subject_key(ref, create=False), f"subject:{ref}"
-    else:
-        key, aad = _record_key(RecordKey.get_or_none(RecordKey.id == ref)), f"record:{ref}"
+    try:
+        if kind == "s":
+            key, aad = _subject_key(ref, create=False), f"subject:{ref}"
+        else:
+            key, aad = _record_key(RecordKey.get_or_none(RecordKey.id == ref)), f"record:{ref}"
+    except (CannotDecrypt, InvalidTag):
+        return ERASED
     if key is None:
         return ERASED
     try:
@@ -246,7 +339,47 @@ def open_sealed(value):
     return json.loads(plain)
 
 
-# -- stored secrets (SMTP password, the setup token) ---------------------------
+# -- encrypted custom field values and stored secrets ------------------------------
+# Stored as "<key id>:<base64 nonce + ciphertext>"; the associated data binds
+# the value to where it belongs (and to the key id), so a value copied to
+# another row, field or secret name does not open.
+
+def _field_aad(table: str, record_id: int, field_key: str, kid: str) -> bytes:
+    return f"field:{table}:{record_id}:{field_key}:{kid}".encode()
+
+
+def _seal_tagged(aad_of, text: str) -> tuple[str, str]:
+    ring = _keyring()
+    blob = _seal(ring.keys[ring.active], text.encode(), aad_of(ring.active))
+    return ring.active, f"{ring.active}:{base64.b64encode(blob).decode()}"
+
+
+def _open_tagged(aad_of, stored: str) -> str:
+    kid, _, b64 = (stored or "").partition(":")
+    try:
+        return _open(_master(kid), base64.b64decode(b64, validate=True), aad_of(kid)).decode()
+    except (InvalidTag, ValueError) as err:
+        raise CannotDecrypt("the stored value does not belong here or was altered") from err
+
+
+def key_id_of(stored: str) -> str:
+    """The id of the master key a tagged value (or a sealed secret) was sealed with."""
+    return (stored or "").removeprefix(_SECRET_PREFIX).partition(":")[0]
+
+
+def seal_field(table: str, record_id: int, field_key: str, text: str) -> tuple[str, str]:
+    """Encrypt one custom field value (AES-256-GCM) with the active key;
+    returns (key id, stored text)."""
+    return _seal_tagged(lambda kid: _field_aad(table, record_id, field_key, kid), text)
+
+
+def open_field(table: str, record_id: int, field_key: str, stored: str) -> str:
+    """Decrypt one custom field value; CannotDecrypt if it is not this
+    record's and field's, or was altered."""
+    return _open_tagged(lambda kid: _field_aad(table, record_id, field_key, kid), stored)
+
+
+# Stored secrets (the SMTP password, the setup token): "secret:v1:<key id>:<base64>".
 
 _SECRET_PREFIX = "secret:v1:"
 
@@ -272,6 +405,108 @@ def open_secret(purpose: str, sealed: str | None) -> str | None:
         return _open(key, base64.b64decode(b64), f"secret:{purpose}".encode()).decode()
     except (InvalidTag, ValueError):
         return None
+
+
+
+
+def encrypt_secret(name: str, text: str) -> str:
+    """Encrypt a secret desk keeps (e.g. the SMTP password) under the active
+    key, bound to its name. Store the result; the key id is in it."""
+    return seal_secret(name, text)
+
+
+def decrypt_secret(name: str, stored: str) -> str:
+    """The clear secret stored under ``name``; CannotDecrypt if altered,
+    moved to another name, or sealed with a key no longer in the keyring."""
+    clear = open_secret(name, stored)
+    if clear is None:
+        raise CannotDecrypt("the stored secret does not belong here, was altered or its key is gone")
+    return clear
+
+
+def is_secret(value) -> bool:
+    return isinstance(value, str) and value.startswith(_SECRET_PREFIX)
+
+
+# -- key rotation ------------------------------------------------------------------
+
+def active_key_id() -> str:
+    return _keyring().active
+
+
+def keyring_source() -> Path | None:
+    """The key file the keys come from; None when they come from the environment."""
+    return _keyring().path
+
+
+def key_ids() -> list[str]:
+    return sorted(_keyring().keys)
+
+
+def add_master_key() -> str:
+    """A new master key version, made active in the key file (through a
+    rename, so processes reading it see the old or the new file); its id."""
+    ring = _keyring()
+    if ring.path is None:
+        raise ValueError("the keys come from the environment")
+    current = _read_key_file(ring.path)
+    kid = _new_key_id(current.keys)
+    current.keys[kid] = AESGCM.generate_key(bit_length=256)
+    current.active = kid
+    replace_private_file(ring.path, current.to_json())
+    current_app.extensions["desk.keyring"] = _read_key_file(ring.path)
+    return kid
+
+
+def retire_master_keys(key_ids: list[str]) -> list[str]:
+    """Remove keys (never the active one) from the key file; those removed."""
+    ring = _keyring()
+    if ring.path is None:
+        return []
+    current = _read_key_file(ring.path)
+    gone = [k for k in key_ids if k in current.keys and k != current.active]
+    if gone:
+        for kid in gone:
+            del current.keys[kid]
+        replace_private_file(ring.path, current.to_json())
+        current_app.extensions["desk.keyring"] = _read_key_file(ring.path)
+    return gone
+
+
+def generated_keyring_with_new_key() -> str:
+    """For keys kept in the environment: the current keyring plus a new active
+    key, as JSON to set as DESK_MASTER_KEY on every server."""
+    ring = _keyring()
+    kid = _new_key_id(ring.keys)
+    keys = dict(ring.keys, **{kid: AESGCM.generate_key(bit_length=256)})
+    return Keyring(kid, keys).to_json()
+
+
+def rewrap_subject_key(row: SubjectKey) -> tuple[str, str]:
+    """The person's data key wrapped under the active master key instead."""
+    raw = _open(_master(row.key_id), base64.b64decode(row.wrapped_key), _wrap_aad(row.subject_id))
+    ring = _keyring()
+    wrapped = _seal(ring.keys[ring.active], raw, _wrap_aad(row.subject_id))
+    return ring.active, base64.b64encode(wrapped).decode()
+
+
+def rewrap_record_key(row: RecordKey) -> tuple[str, str]:
+    """The record's data key wrapped under the active master key instead."""
+    raw = _open(_master(row.key_id), base64.b64decode(row.wrapped_key), _record_wrap_aad(row))
+    ring = _keyring()
+    wrapped = _seal(ring.keys[ring.active], raw, _record_wrap_aad(row))
+    return ring.active, base64.b64encode(wrapped).decode()
+
+
+def reseal_field(table: str, record_id: int, field_key: str, stored: str) -> tuple[str, str]:
+    """A custom field value re-encrypted under the active key."""
+    return seal_field(table, record_id, field_key, open_field(table, record_id, field_key, stored))
+
+
+def reseal_secret(name: str, stored: str) -> tuple[str, str]:
+    """A stored secret re-encrypted under the active key: (key id, sealed)."""
+    sealed = seal_secret(name, decrypt_secret(name, stored))
+    return key_id_of(sealed), sealed
 
 
 # -- passwords and tokens ----------------------------------------------------

@@ -16,6 +16,7 @@ from flask import Flask
 from flask import current_app
 
 from desk.services import backup
+from desk.services import custom_fields
 from desk.services import leases
 from desk.services import erasure
 from desk.services import mail
@@ -51,6 +52,10 @@ def scheduled_backup() -> None:
     backup.scheduled_backup(current_app.config)
 
 
+def seal_encrypted_fields() -> None:
+    custom_fields.seal_pending()
+
+
 def renew_lease() -> None:
     """Nothing of its own: running it keeps the lease alive between other jobs."""
 
@@ -61,6 +66,7 @@ JOBS = (
     Job("resume-erasures", resume_erasures, 300, first_after=60),
     Job("purge", purge_expired, 3600, first_after=300),
     Job("backup", scheduled_backup, 600, first_after=120),
+    Job("seal-encrypted-fields", seal_encrypted_fields, 60, first_after=30),
 )
 
 

@@ -116,8 +116,9 @@ READ = "read"
 EDIT = "edit"
 ACCESS_LEVELS = (HIDDEN, READ, EDIT)
 
-# Fields that roles can restrict, per module. Admin-defined custom fields are
-# added with register_field and are then governed exactly like these.
+# Built-in fields that roles can restrict, per module. Admin-defined custom
+# fields ("cf_<key>", from the database) join them in module_fields() and are
+# then governed exactly like these.
 FIELDS: dict[str, list[str]] = {
     "tickets": ["subject", "description", "status", "priority", "department", "assignee",
                 "requester"],
@@ -125,9 +126,18 @@ FIELDS: dict[str, list[str]] = {
 }
 
 
-def register_field(module: str, name: str) -> None:
-    if name not in FIELDS.setdefault(module, []):
-        FIELDS[module].append(name)
+def module_fields(module: str) -> list[str]:
+    """Built-in and custom fields of a module, as named in field permissions."""
+    from desk.models import CustomField
+    custom = (CustomField.select(CustomField.key)
+              .where(CustomField.module == module, CustomField.deleted_at.is_null())
+              .order_by(CustomField.position, CustomField.id))
+    return FIELDS.get(module, []) + [f"cf_{f.key}" for f in custom]
+
+
+def all_fields() -> dict[str, list[str]]:
+    """module -> every field name that roles can restrict."""
+    return {module: module_fields(module) for module in FIELDS}
 
 
 def field_access(user, module: str, field: str) -> str:
@@ -145,11 +155,17 @@ def field_access(user, module: str, field: str) -> str:
 
 def field_levels(user, module: str) -> dict[str, str]:
     """Every field of the module with the user's access level (for templates)."""
-    return {name: field_access(user, module, name) for name in FIELDS.get(module, ())}
+    return {name: field_access(user, module, name) for name in module_fields(module)}
 
 
 def visible(user, module: str, field: str) -> bool:
     return field_access(user, module, field) != HIDDEN
+
+
+def can_reveal(user, module: str, field: str) -> bool:
+    """Whether the clear value of an encrypted field may be shown to ``user``:
+    the field is visible to them and their role may reveal in that module."""
+    return visible(user, module, field) and can(user, f"{module}:reveal")
 
 
 def require_editable(user, module: str, fields) -> None:
@@ -168,4 +184,5 @@ def permissions_of_role(role) -> frozenset[str]:
 def role_field_levels(role) -> dict[str, str]:
     """The role's setting for every field ("module.field" -> level)."""
     stored = {} if role.is_admin else json.loads(role.field_permissions or "{}")
-    return {f"{m}.{f}": stored.get(f"{m}.{f}", EDIT) for m, names in FIELDS.items() for f in names}
+    return {f"{m}.{f}": stored.get(f"{m}.{f}", EDIT) for m, names in all_fields().items()
+            for f in names}

@@ -19,12 +19,16 @@ from desk.models import Attachment
 from desk.models import AuditEntry
 from desk.models import AuditHead
 from desk.models import Comment
+from desk.models import ContactFieldValue
+from desk.models import CustomField
 from desk.models import Department
 from desk.models import EmailChangeRequest
 from desk.models import ErasureRequest
 from desk.models import Role
 from desk.models import Setting
+from desk.models import StoredSecret
 from desk.models import Ticket
+from desk.models import TicketFieldValue
 from desk.models import User
 from tests import factories
 
@@ -52,6 +56,18 @@ def _specs():
         return dict(ticket=t, uploader=t.requester, filename="scan.pdf", stored_name="abc123",
                     sha256="0" * 64, size=10), dict(filename="scan-2.pdf")
 
+    def custom_field(module="tickets"):
+        return audit.create(audit.SYSTEM, CustomField, module=module, key=f"k{module}",
+                            label="Order number", type="text")
+
+    def ticket_value():
+        t = factories.ticket(factories.end_user())
+        return dict(ticket=t, field=custom_field().id, value="A-17"), dict(value="A-18")
+
+    def contact_value():
+        return (dict(user=factories.end_user(), field=custom_field("contacts").id, value="Gold"),
+                dict(value="Silver"))
+
     def agent_department():
         return dict(agent=factories.agent(), department=factories.department()), None
 
@@ -68,6 +84,12 @@ def _specs():
                                      dict(status="rejected", reason="typo")),
         ErasureRequest: lambda: (dict(user=factories.end_user(), mode="erase_with_tickets"),
                                  dict(status="running", step=1)),
+        CustomField: lambda: (dict(module="contacts", key="vip", label="VIP", type="checkbox"),
+                              dict(label="Very important")),
+        TicketFieldValue: ticket_value,
+        ContactFieldValue: contact_value,
+        StoredSecret: lambda: (dict(name="smtp_password", sealed="k1:abc", key_id="k1"),
+                               dict(sealed="k1:def")),
     }
 
 

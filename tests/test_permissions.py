@@ -26,12 +26,14 @@ from desk.models import AgentDepartment
 from desk.models import Attachment
 from desk.models import AuditEntry
 from desk.models import Comment
+from desk.models import CustomField
 from desk.models import Department
 from desk.models import Role
 from desk.models import Ticket
 from desk.models import User
 from desk.models.privacy import EmailChangeRequest
 from desk.services import attachments as files
+from desk.services import custom_fields
 from desk.services import email_change
 from desk.services import recycle_bin
 from desk.services import tickets as ticket_service
@@ -215,6 +217,16 @@ RULES = {
 
     "mail.settings": "settings:manage",
     "mail.test": "settings:manage",
+
+    "fields.field_list": "settings:manage",
+    "fields.edit_field": "settings:manage",
+    "fields.delete_field": "settings:manage",
+    "fields.restore_field": "settings:manage",
+    "fields.contact": "contacts:view",
+    "fields.contact_fields": "contacts:edit",
+    "fields.reveal_contact_field": "contacts:reveal",
+    "agent.ticket_fields": "ticket:tickets:edit",
+    "fields.reveal_ticket_field": "ticket:tickets:reveal",
 }
 
 ALLOWED, FORBIDDEN, NOT_FOUND, LOGIN = "allowed", "403", "404", "to /login"
@@ -349,16 +361,30 @@ def matrix(ctx):
     binned[("contacts", "restore")], binned[("agents", "restore")] = gone_contact.id, gone_agent.id
 
     change = email_change.request_change(other, "otto.new@example.com")
+    cards = {}
+    for module, record in (("tickets", ticket), ("contacts", owner)):
+        cards[module] = custom_fields.create(admin, module, {
+            "key": "card", "label": "Card", "type": "card", "encrypted": True})
+        custom_fields.set_values(admin, module, record, {"cf_card": "4111 1111 1111 1111"})
+    trash = custom_fields.create(admin, "contacts", {"key": "trash", "label": "Trash", "type": "text"})
+    restorable = custom_fields.create(admin, "contacts", {"key": "back", "label": "Back", "type": "text"})
+    custom_fields.delete(admin, restorable.id)
     return {
         "people": {"admin": admin, "light": light, "agent": agent, "nobody": nobody, "owner": owner},
         "args": {"ticket_id": ticket.id, "comment_id": comment.id, "department_id": members_dept.id,
                  "agent_id": member.id, "request_id": change.id, "role_id": nothing.id,
-                 "token": "not-a-valid-token"},
+                 "token": "not-a-valid-token", "key": "card"},
         "overrides": {
             "agent.delete_ticket": {"ticket_id": doomed.id},
             "privacy.delete_person": {"user_id": to_delete.id},
             "privacy.erase": {"user_id": to_erase.id},
             "roles.delete_role": {"role_id": disposable.id},
+            "fields.contact": {"user_id": owner.id},
+            "fields.contact_fields": {"user_id": owner.id},
+            "fields.reveal_contact_field": {"user_id": owner.id},
+            "fields.edit_field": {"field_id": cards["tickets"].id},
+            "fields.delete_field": {"field_id": trash.id},
+            "fields.restore_field": {"field_id": restorable.id},
         },
         "own": {"ticket_id": ticket.id, "attachment_id": own_file.id},
         "foreign": {"ticket_id": foreign.id, "attachment_id": foreign_file.id},
@@ -372,6 +398,10 @@ def matrix(ctx):
             "admin.add_member": {"agent": agent.id},
             "portal.ticket": {"body": "matrix reply"},
             "portal.ticket_status": {"status": "open"},
+            "fields.edit_field": {"label": "Card", "encrypted": "y"},
+            "fields.field_list": {"module": "tickets", "key": "matrix", "label": "Matrix", "type": "text"},
+            "agent.ticket_fields": {"cf_card": ""},
+            "fields.contact_fields": {"cf_card": ""},
         },
     }
 
@@ -452,6 +482,12 @@ def test_permission_matrix(role, matrix, ctx):
     assert (Ticket.get_or_none(Ticket.id == m["binned"][("tickets", "purge")]) is None) == done
     assert (EmailChangeRequest.get_by_id(ids["request_id"]).status != "pending") == done
     assert (Role.select().where(Role.name.startswith("Nothing at all (copy")).exists()) == done
+    fields = {f.key: f for f in CustomField.select()}
+    assert (fields["trash"].deleted_at is not None) == done
+    assert (fields["back"].deleted_at is None) == done
+    assert ("matrix" in fields) == done
+    reveals = AuditEntry.select().where(AuditEntry.action == "reveal").count()
+    assert reveals == (2 if done else 0)
 
 
 # ==================================================================================

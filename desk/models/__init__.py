@@ -3,6 +3,11 @@ from desk.models.audit import AuditEntry
 from desk.models.audit import AuditHead
 from desk.models.base import BaseModel
 from desk.models.base import utcnow
+from desk.models.fields import ContactFieldValue
+from desk.models.fields import CustomField
+from desk.models.fields import KeyRotation
+from desk.models.fields import StoredSecret
+from desk.models.fields import TicketFieldValue
 from desk.models.people import AgentDepartment
 from desk.models.people import Department
 from desk.models.people import Role
@@ -37,6 +42,11 @@ ALL_MODELS = [
     RecordKey,
     FileRemoval,
     ErasureRequest,
+    CustomField,
+    TicketFieldValue,
+    ContactFieldValue,
+    StoredSecret,
+    KeyRotation,
 ]
 
 __all__ = [m.__name__ for m in ALL_MODELS] + ["ALL_MODELS", "BaseModel", "utcnow"]

@@ -39,6 +39,7 @@ from desk.models.privacy import ERASE_WITH_TICKETS
 from desk.models.privacy import REQUESTED
 from desk.models.privacy import RUNNING
 from desk.services import attachments as files_service
+from desk.services import custom_fields
 from desk.services import mail
 from desk.services import people
 from desk.services import purge
@@ -324,6 +325,7 @@ def _step_profile(actor: Actor, req: ErasureRequest, user: User) -> None:
 
 def _step_keys(actor: Actor, req: ErasureRequest, user: User) -> None:
     """Crypto-shredding: their key and the keys of what they wrote."""
+    custom_fields.destroy_values_of(actor, user)
     crypto.destroy_subject_key(user.id)
     crypto.destroy_record_keys_of(user.id)
 

@@ -24,11 +24,12 @@ from desk.models import Ticket
 from desk.models import User
 from desk.services import attachments as files
 from desk.services import csv_export
+from desk.services import custom_fields
 
 PROFILE_FIELDS = ("id", "kind", "name", "email", "phone", "mobile", "title", "timezone",
                   "language", "signature", "created_at", "updated_at")
 TICKET_FIELDS = ("id", "subject", "description", "status", "priority", "department",
-                 "created_at", "updated_at")
+                 "created_at", "updated_at", "custom_fields")
 COMMENT_FIELDS = ("id", "ticket_id", "author", "is_public", "body", "created_at", "attachments")
 AUDIT_FIELDS = ("seq", "created_at", "action", "record_type", "record_id", "by_me", "changes")
 
@@ -61,7 +62,11 @@ def _iso(value):
 
 
 def _profile(user: User) -> dict:
-    return {f: _iso(getattr(user, f)) for f in PROFILE_FIELDS}
+    profile = {f: _iso(getattr(user, f)) for f in PROFILE_FIELDS}
+    custom = custom_fields.export_values(user, "contacts", user, may_reveal=False)
+    if user.is_end_user and custom:
+        profile["custom_fields"] = custom
+    return profile
 
 
 def _tickets(user: User):
@@ -71,9 +76,10 @@ def _tickets(user: User):
             .order_by(Ticket.id).objects())
 
 
-def _ticket_row(t: Ticket) -> list:
+def _ticket_row(t: Ticket, user: User) -> list:
     return [t.id, t.subject, t.description, t.status, t.priority, t.department_name or "",
-            _iso(t.created_at), _iso(t.updated_at)]
+            _iso(t.created_at), _iso(t.updated_at),
+            custom_fields.export_values(user, "tickets", t, may_reveal=False)]
 
 
 def _live_tickets():
@@ -144,8 +150,9 @@ def _generate(user: User) -> Iterator[bytes]:
 
         yield from add_text("README.txt", [_readme(user)])
         yield from add_text("profile.json", [json.dumps(_profile(user), ensure_ascii=False, indent=2)])
-        yield from add_text("tickets.json", _json_list(TICKET_FIELDS, map(_ticket_row, _tickets(user))))
-        yield from add_text("tickets.csv", csv_lines(TICKET_FIELDS, map(_ticket_row, _tickets(user))))
+        ticket_rows = lambda: (_ticket_row(t, user) for t in _tickets(user))  # noqa: E731
+        yield from add_text("tickets.json", _json_list(TICKET_FIELDS, ticket_rows()))
+        yield from add_text("tickets.csv", csv_lines(TICKET_FIELDS, ticket_rows()))
         names: dict[int, list[str]] = {}
         for row in _attachments(user):
             if row.comment_id:

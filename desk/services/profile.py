@@ -15,6 +15,7 @@ from desk.config import LANGUAGES
 from desk.errors import InvalidInput
 from desk.models import Ticket
 from desk.models import User
+from desk.services import custom_fields
 from desk.services.people import NAME_MAX
 from desk.services.people import check_password
 from desk.services.people import clean_text
@@ -60,12 +61,17 @@ def _clean(field: str, raw) -> str:
     raise InvalidInput(_l("This field cannot be changed here."))
 
 
-def update_my_info(user: User, values: dict, ip: str = "") -> dict:
-    """Correct one's own personal fields. The email address is not among them
-    (it changes through an email change request). Returns what changed."""
+def update_my_info(user: User, values: dict, ip: str = "", custom: dict | None = None) -> dict:
+    """Correct one's own personal fields, and (end users) the custom contact
+    fields shown to them. The email address is not among them (it changes
+    through an email change request). Returns what changed."""
     allowed = EDITABLE[user.kind]
     cleaned = {field: _clean(field, values[field]) for field in allowed if field in values}
-    return audit.update(Actor.of(user, ip), user, **cleaned)
+    with audit.transaction():
+        changes = audit.update(Actor.of(user, ip), user, **cleaned)
+        if custom and user.is_end_user:
+            changes.update(custom_fields.set_values(user, "contacts", user, custom, ip))
+    return changes
 
 
 def ticket_count(user: User) -> int:

@@ -46,9 +46,10 @@ def _clean(name: str, permissions, scope: str, field_permissions: dict) -> dict:
     if scope not in SCOPES:
         raise InvalidInput(_l("Choose which tickets the role sees."))
     levels = {}
+    known = policy.all_fields()
     for key, level in (field_permissions or {}).items():
         module, _, field = key.partition(".")
-        if field not in policy.FIELDS.get(module, ()) or level not in policy.ACCESS_LEVELS:
+        if field not in known.get(module, ()) or level not in policy.ACCESS_LEVELS:
             raise InvalidInput(_l("Unknown field permission."))
         if level != policy.EDIT:
             levels[key] = level
@@ -148,5 +149,5 @@ def effective(admin: User, agent_id: int) -> dict:
         "departments": list(Department.select().join(AgentDepartment)
                             .where(AgentDepartment.agent == agent.id).order_by(Department.name)),
         "matrix": {m: {a: policy.can(agent, f"{m}:{a}") for a in policy.ACTIONS} for m in policy.MODULES},
-        "fields": {m: policy.field_levels(agent, m) for m in policy.FIELDS},
+        "fields": {m: policy.field_levels(agent, m) for m in policy.all_fields()},
     }

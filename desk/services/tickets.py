@@ -26,6 +26,7 @@ from desk.models import utcnow
 from desk.models.tickets import PRIORITIES
 from desk.models.tickets import STATUSES
 from desk.services import attachments as files
+from desk.services import custom_fields
 from desk.services import notifications
 from desk.services.listing import Page
 from desk.services.listing import TicketFilters
@@ -95,8 +96,9 @@ def _discard_on_failure(uploads_rows: list[Attachment]) -> None:
 # -- end users ---------------------------------------------------------------
 
 def submit(user: User, subject: str, description: str, department_id=None,
-           uploads: list[files.Upload] = (), ip: str = "") -> Ticket:
-    """An end user opens a ticket; they get an acknowledgement by mail."""
+           uploads: list[files.Upload] = (), ip: str = "", custom: dict | None = None) -> Ticket:
+    """An end user opens a ticket (with the custom fields shown to end users,
+    posted as ``cf_<key>``); they get an acknowledgement by mail."""
     if not user.is_end_user:
         raise PermissionDenied("end users only")
     subject = clean_text(subject, SUBJECT_MAX)
@@ -109,6 +111,7 @@ def submit(user: User, subject: str, description: str, department_id=None,
         with audit.transaction():
             ticket = audit.create(actor, Ticket, subject=subject, description=description,
                                   requester=user, department=department)
+            custom_fields.set_values(user, "tickets", ticket, custom or {}, ip, creating=True)
             stored = _save_files(actor, ticket, None, user, list(uploads))
             notifications.ticket_received(ticket)
     except Exception:
@@ -250,6 +253,14 @@ def update_ticket(agent: User, ticket_id: int, ip: str = "", **values) -> dict:
         if "assignee" in done and ticket.assignee_id and ticket.assignee_id != agent.id:
             notifications.ticket_assigned(ticket)
     return done
+
+
+def update_custom_fields(agent: User, ticket_id: int, raw: dict, ip: str = "") -> dict:
+    """Change the ticket's custom fields the agent's role may edit."""
+    ticket = get_ticket(agent, ticket_id)
+    if not policy.can_edit_ticket(agent):
+        raise PermissionDenied("tickets:edit")
+    return custom_fields.set_values(agent, "tickets", ticket, raw, ip)
 
 
 def _assignee(assignee_id) -> User | None:

@@ -6,6 +6,7 @@ def register_blueprints(app: Flask) -> None:
     from desk.web import admin
     from desk.web import agent
     from desk.web import auth
+    from desk.web import fields
     from desk.web import files
     from desk.web import health
     from desk.web import mail
@@ -16,5 +17,5 @@ def register_blueprints(app: Flask) -> None:
     from desk.web.pages import IdConverter
 
     app.url_map.converters["id"] = IdConverter
-    for module in (auth, portal, me, agent, admin, privacy, roles, mail, files, health):
+    for module in (auth, portal, me, agent, admin, privacy, roles, mail, fields, files, health):
         app.register_blueprint(module.bp)

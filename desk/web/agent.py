@@ -15,7 +15,10 @@ from desk.forms import filters as filters_from
 from desk.forms.auth import EmptyForm
 from desk.forms.tickets import AgentReplyForm
 from desk.forms.tickets import TicketPropertiesForm
+from desk.services import custom_fields
 from desk.services import tickets as ticket_service
+from desk.web.fields import field_errors
+from desk.web.fields import posted_custom_values
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip
 from desk.web.pages import page_number
@@ -73,7 +76,8 @@ def _posted_properties(form) -> dict:
     return values
 
 
-def _ticket_page(ticket_id: int, reply_form=None, properties_form=None, status=200):
+def _ticket_page(ticket_id: int, reply_form=None, properties_form=None, status=200,
+                 custom_posted=None, custom_errors=None):
     ticket = ticket_service.get_ticket(current_user, ticket_id)
     can_edit = policy.can_edit_ticket(current_user)
     if reply_form is None:
@@ -86,6 +90,8 @@ def _ticket_page(ticket_id: int, reply_form=None, properties_form=None, status=2
                            can_edit=can_edit,
                            fields=policy.field_levels(current_user, "tickets"),
                            contact_fields=policy.field_levels(current_user, "contacts"),
+                           custom=custom_fields.values_for(current_user, "tickets", ticket),
+                           custom_posted=custom_posted or {}, custom_errors=custom_errors or {},
                            can_delete_ticket=policy.can_delete(current_user, "tickets"),
                            can_delete_comment=policy.can_delete(current_user, "comments")), status
 
@@ -130,6 +136,24 @@ def properties(ticket_id: int):
                                            **_posted_properties(form))
     flash(_("Ticket updated.") if changed else _("Nothing changed."), "success")
     return redirect(url_for("agent.ticket", ticket_id=ticket_id))
+
+
+@bp.route("/tickets/<id:ticket_id>/fields", methods=["POST"])
+@agent_required
+def ticket_fields(ticket_id: int):
+    """Save the ticket's custom fields (those the role may edit)."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    posted = posted_custom_values(request.form)
+    try:
+        changed = ticket_service.update_custom_fields(current_user, ticket_id, posted, client_ip())
+    except DeskError as err:
+        if err.status in (403, 404):
+            raise
+        return _ticket_page(ticket_id, status=err.status, custom_posted=posted,
+                            custom_errors=field_errors(err) or {"": str(err)})
+    flash(_("Ticket updated.") if changed else _("Nothing changed."), "success")
+    return redirect(url_for("agent.ticket", ticket_id=ticket_id, _anchor="fields"))
 
 
 @bp.route("/tickets/<id:ticket_id>/delete", methods=["POST"])

@@ -23,6 +23,11 @@ FIELD_LABELS = {
     "mobile": _l("Mobile"), "title": _l("Job title"), "timezone": _l("Time zone"),
     "language": _l("Language"),
 }
+FIELD_TYPE_LABELS = {
+    "text": _l("Text"), "long_text": _l("Long text"), "number": _l("Number"), "date": _l("Date"),
+    "choice": _l("Choice list"), "checkbox": _l("Checkbox"), "email": _l("Email address"),
+    "phone": _l("Phone number"), "card": _l("Card number"),
+}
 LEVEL_LABELS = {"edit": _l("Editable"), "read": _l("Read-only"), "hidden": _l("Hidden")}
 SCOPE_LABELS = {"all": _l("All tickets"), "departments": _l("Tickets of their departments"),
                 "assigned": _l("Tickets assigned to them")}

@@ -23,7 +23,10 @@ from desk.forms.profile import PasswordForm
 from desk.services import email_change
 from desk.services import erasure
 from desk.services import export
+from desk.services import custom_fields
 from desk.services import profile
+from desk.web.fields import field_errors
+from desk.web.fields import posted_custom_values
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip
 
@@ -34,9 +37,12 @@ def _info_endpoint() -> str:
     return "me.agent_info" if current_user.is_agent else "me.my_info"
 
 
-def _info_page(form, status=200, email_form=None, password_form=None):
+def _info_page(form, status=200, email_form=None, password_form=None, posted=None, errors=None):
     template = "agent/my_info.html" if current_user.is_agent else "portal/my_info.html"
+    custom = [] if current_user.is_agent else \
+        custom_fields.values_for(current_user, "contacts", current_user)
     return render_template(template, form=form, email_form=email_form or EmailChangeForm(),
+                           custom=custom, posted=posted or {}, errors=errors or {},
                            password_form=password_form or PasswordForm(),
                            pending=email_change.pending_for(current_user),
                            ticket_count=profile.ticket_count(current_user)), status
@@ -48,13 +54,15 @@ def _info(form_class):
         form.form_errors.append(_("Your email address was not changed: it is your sign-in name. "
                                   "Use “Change email address” below to ask for a new one."))
         return _info_page(form, 400)
+    posted = posted_custom_values(request.form)
     if not form.validate_on_submit():
-        return _info_page(form, 400 if form.is_submitted() else 200)
+        return _info_page(form, 400 if form.is_submitted() else 200, posted=posted)
     try:
-        changed = profile.update_my_info(current_user, form.data, client_ip())
+        changed = profile.update_my_info(current_user, form.data, client_ip(), custom=posted)
     except DeskError as err:
-        form.form_errors.append(str(err))
-        return _info_page(form, err.status)
+        errors = field_errors(err)
+        form.form_errors.append(_("Please correct the marked fields.") if errors else str(err))
+        return _info_page(form, err.status, posted=posted, errors=errors)
     flash(_("Your details were saved.") if changed else _("Nothing changed."), "success")
     return redirect(url_for(_info_endpoint()))
 

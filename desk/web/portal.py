@@ -13,13 +13,17 @@ from flask_login import login_required
 
 from desk.config import LANGUAGES
 from desk.errors import DeskError
+from desk.errors import InvalidInput
 from desk.forms.auth import EmptyForm
 from desk.forms.filters import search_arg
 from desk.forms.tickets import NewTicketForm
 from desk.forms.tickets import ReplyForm
 from desk.forms.tickets import StatusForm
 from desk.models.tickets import STATUSES
+from desk.services import custom_fields
 from desk.services import tickets
+from desk.web.fields import field_errors
+from desk.web.fields import posted_custom_values
 from desk.web.guards import client_ip
 from desk.web.pages import form_error
 from desk.web.pages import invalid_form
@@ -49,13 +53,18 @@ def new_ticket():
     form = NewTicketForm()
     departments = tickets.public_departments()
     form.department.choices = options([(0, _("Choose…"))] + [(d.id, d.name) for d in departments])
-    context = {"show_departments": len(departments) > 1}
+    posted = posted_custom_values(request.form)
+    context = {"show_departments": len(departments) > 1, "posted": posted, "errors": {},
+               "custom": custom_fields.form_fields(current_user, "tickets")}
     if not form.validate_on_submit():
         return invalid_form(form, "portal/new_ticket.html", **context)
     try:
         ticket = tickets.submit(current_user, form.subject.data, form.description.data,
-                                form.department.data or None, uploads(), client_ip())
+                                form.department.data or None, uploads(), client_ip(), posted)
     except DeskError as err:
+        context["errors"] = field_errors(err)
+        if context["errors"]:
+            err = InvalidInput(_("Please correct the marked fields."))
         return form_error(form, err, "portal/new_ticket.html", **context)
     flash(_("Thank you. Your request #%(id)d was received.", id=ticket.id), "success")
     return redirect(url_for("portal.ticket", ticket_id=ticket.id))
@@ -76,6 +85,7 @@ def my_tickets():
 def _ticket_page(ticket_id: int, form, status=200):
     ticket = tickets.get_ticket(current_user, ticket_id)
     return render_template("portal/ticket.html", ticket=ticket, form=form,
+                           custom=custom_fields.values_for(current_user, "tickets", ticket),
                            comments=tickets.thread(current_user, ticket),
                            files=tickets.ticket_files(ticket), status_form=StatusForm()), status
 

@@ -16,6 +16,7 @@ from desk.forms.auth import EmptyForm
 from desk.forms.roles import AgentForm
 from desk.forms.roles import AgentRoleForm
 from desk.forms.roles import RoleForm
+from desk.services import custom_fields
 from desk.services import roles
 from desk.services import tickets as ticket_service
 from desk.web.guards import agent_required
@@ -37,7 +38,9 @@ def _role_page(role, form, status=200):
     granted = set(policy.permissions_of_role(role)) if role else set()
     levels = policy.role_field_levels(role) if role else {}
     return render_template("admin/role.html", role=role, form=form, granted=granted, levels=levels,
-                           agents=roles.agents_with(role) if role else []), status
+                           agents=roles.agents_with(role) if role else [],
+                           field_table=policy.all_fields(),
+                           custom_labels=custom_fields.labels()), status
 
 
 @bp.route("/roles", methods=["GET", "POST"])
@@ -149,8 +152,10 @@ def agent_permissions(agent_id: int):
             roles.set_agent_role(current_user, agent_id, form.role.data, client_ip())
         except DeskError as err:
             form.form_errors.append(str(err))
-            return render_template("admin/agent.html", info=info, form=form), err.status
+            return render_template("admin/agent.html", info=info, form=form,
+                                   custom_labels=custom_fields.labels()), err.status
         flash(_("Role changed."), "success")
         return redirect(url_for("roles.agent_permissions", agent_id=agent_id))
     status = 400 if form.is_submitted() else 200
-    return render_template("admin/agent.html", info=info, form=form), status
+    return render_template("admin/agent.html", info=info, form=form,
+                           custom_labels=custom_fields.labels()), status
