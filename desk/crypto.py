@@ -439,10 +439,6 @@ def keyring_source() -> Path | None:
     return _keyring().path
 
 
-def key_ids() -> list[str]:
-    return sorted(_keyring().keys)
-
-
 def add_master_key() -> str:
     """A new master key version, made active in the key file (through a
     rename, so processes reading it see the old or the new file); its id."""
