@@ -284,3 +284,18 @@ def verify(batch: int = 1000) -> tuple[bool, str]:
     if head.seq != expected - 1 or head.hash != prev:
         return False, f"entries after #{expected - 1} were removed (the chain head names #{head.seq})"
     return True, f"{expected - 1} entries, chain intact"
+
+
+def rekey(actor: Actor, model: type[BaseModel], changes: list[tuple[Any, dict, dict]]) -> int:
+    """Key rotation's writes: rows re-encrypted under another key (their
+    content unchanged). Each (id, expected, values) is written only if the row
+    still holds the ``expected`` values it was read with (a concurrent change
+    wins); one "rekey" entry per batch records how many rows, no values."""
+    with _audited():
+        count = 0
+        pk = model._meta.primary_key
+        for record_id, expected, values in changes:
+            unchanged = [getattr(model, name) == value for name, value in expected.items()]
+            count += model.update(**values).where(pk == record_id, *unchanged).execute()
+        _append(actor, "rekey", model.__name__, None, None, {"rows": count})
+    return count

@@ -258,3 +258,59 @@ def restore(ctx: click.Context, source: str, keys_dir: str | None) -> None:
     click.echo(("audit chain OK: " if ok else "audit chain BROKEN: ") + message)
     if not ok:
         sys.exit(1)
+
+
+@cli.command("keys-rotate")
+@click.option("--status", "show_status", is_flag=True, help="say how far rotation is, change nothing")
+@click.option("--generate", is_flag=True,
+              help="keys in DESK_MASTER_KEY: print the keyring with a new active key to set on every server")
+@click.option("--batch", default=200, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--pause", default=0.0, type=float, help="seconds to rest between batches")
+@click.pass_context
+def keys_rotate(ctx: click.Context, show_status: bool, generate: bool, batch: int, pause: float) -> None:
+    """Rotate the master key: a new key version, every data key re-wrapped and
+    every encrypted value and secret re-sealed in batches, old keys retired."""
+    from desk.services import keys
+    app = _app(ctx)
+    with app.app_context():
+        if show_status:
+            _print_key_status(keys.status())
+            return
+        if generate:
+            click.echo(keys.generated_keyring())
+            return
+        resuming = keys.current() is not None
+        try:
+            rotation = keys.start(audit.SYSTEM)
+        except DeskError as err:
+            raise click.ClickException(str(err)) from None
+        click.echo(f"{'resuming' if resuming else 'started'} rotation #{rotation.id} to key "
+                   f"{rotation.to_key}")
+        total = sum(keys.remaining().values())
+        with click.progressbar(length=total, label="re-encrypting", file=sys.stderr) as bar:
+            report = keys.rotate(audit.SYSTEM, batch=batch, pause=pause,
+                                 progress=lambda _name, n: bar.update(n))
+    click.echo(f"done: {report.rotation.done} rows on key {report.rotation.to_key}"
+               + (f"; retired {', '.join(report.retired)}" if report.retired else ""))
+    if report.unused:
+        click.echo(f"no longer used: {', '.join(report.unused)} "
+                   "(remove them from DESK_MASTER_KEY on every server)")
+    if report.referenced:
+        click.echo(f"still referenced: {', '.join(report.referenced)} (written meanwhile; "
+                   "run keys-rotate again)")
+        sys.exit(3)
+
+
+def _print_key_status(info: dict) -> None:
+    click.echo(f"active key: {info['active']} ({info['source']})")
+    click.echo(f"keys in keyring: {', '.join(info['keys'])}")
+    rotation = info["rotation"]
+    if rotation is None:
+        click.echo("no rotation yet")
+    else:
+        when = rotation.finished_at or rotation.started_at
+        click.echo(f"rotation #{rotation.id} to {rotation.to_key}: {rotation.status} "
+                   f"({rotation.done} rows re-encrypted; {when:%Y-%m-%d %H:%M} UTC)")
+    left = {k: v for k, v in info["remaining"].items() if v}
+    click.echo("left on old keys: " + (", ".join(f"{k} {v}" for k, v in left.items()) or "nothing"))
+    click.echo("rows per key: " + ", ".join(f"{k} {v}" for k, v in sorted(info["usage"].items())))

@@ -424,6 +424,11 @@ def decrypt_secret(name: str, stored: str) -> str:
     return clear
 
 
+def secret_prefix(kid: str) -> str:
+    """How a secret sealed with key ``kid`` starts ("" for any key)."""
+    return f"{_SECRET_PREFIX}{kid}:" if kid else _SECRET_PREFIX
+
+
 def is_secret(value) -> bool:
     return isinstance(value, str) and value.startswith(_SECRET_PREFIX)
 

@@ -451,3 +451,22 @@ def test_stored_secrets_are_sealed_bound_to_their_name_and_never_audited(ctx, da
         assert b"hunter2-SMTP-pass" not in data and b"second-SMTP-pass" not in data
     settings.put_secret(audit.SYSTEM, "smtp_password", "")
     assert settings.get_secret("smtp_password") == ""
+
+
+def test_the_purge_removes_fields_past_retention_with_their_values(ctx, admin):
+    import datetime as dt
+    from desk.models import utcnow
+    from desk.services import purge
+    old = define(admin, key="old", type="text")
+    recent = define(admin, key="recent", type="text")
+    ticket = factories.ticket(factories.end_user(), "Purge fields")
+    custom_fields.set_values(admin, "tickets", ticket, {"cf_old": "bye", "cf_recent": "stay"})
+    custom_fields.delete(admin, old.id)
+    custom_fields.delete(admin, recent.id)
+    audit.update(audit.SYSTEM, CustomField.get_by_id(old.id), deleted_at=utcnow() - dt.timedelta(days=400))
+    report = purge.purge_expired(ctx.config)
+    assert report.fields == 1
+    assert CustomField.get_or_none(CustomField.id == old.id) is None
+    assert [v.value for v in TicketFieldValue.select()] == ["stay"]
+    assert AuditEntry.select().where(AuditEntry.action == "purge", AuditEntry.record_type == "CustomField",
+                                     AuditEntry.record_id == str(old.id)).count() == 1

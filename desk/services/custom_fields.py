@@ -505,6 +505,13 @@ def seal_pending(batch: int = 200) -> int:
     return done
 
 
+def purge_deleted(actor: Actor, before) -> int:
+    """Fields in the recycle bin since before ``before`` go for good, their
+    values with them (ON DELETE CASCADE); one "purge" entry each."""
+    ids = [f.id for f in CustomField.select(CustomField.id).where(CustomField.deleted_at < before)]
+    return audit.purge(actor, CustomField, ids)
+
+
 def destroy_values_of(actor: Actor, user: User) -> int:
     """Erasure: the person's contact values, and encrypted values on tickets
     they asked, are deleted (their audit copies are sealed under the person's

@@ -20,6 +20,7 @@ from desk.models import Ticket
 from desk.models import User
 from desk.models import utcnow
 from desk.services import attachments as files
+from desk.services import custom_fields
 from desk.services import leases
 from desk.services import retention
 
@@ -35,6 +36,7 @@ class Report:
     people: int = 0
     files: int = 0
     orphans: int = 0
+    fields: int = 0  # custom fields (with their values)
     skipped: bool = False
     dry_run: bool = False
     errors: list[str] = field(default_factory=list)
@@ -134,6 +136,7 @@ def purge_expired(config: dict, dry_run: bool = False, batch: int = BATCH,
                 if pause:
                     time.sleep(pause)
         report.people += _anonymize_expired_people(limit, progress, renew)
+        report.fields += custom_fields.purge_deleted(audit.SYSTEM, limit)
         report.orphans += sweep_orphans(config)
     return report
 
