@@ -30,7 +30,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
-from run import PY, Load, Server, Session, _env_without_desk, generate, log, loadavg, machine  # noqa: E402
+from run import PY, Load, Server, Session, _env_without_desk, app_version, generate, log, loadavg, machine  # noqa: E402
 
 START = "<!-- keys-rotate: written by bench/keys_rotate.py -->"
 END = "<!-- /keys-rotate -->"
@@ -116,7 +116,7 @@ def render(R: dict) -> str:
     s, i, d = R["rotation"], R["rotation"]["idle"], R["rotation"]["during"]
     lines = [
         START, "## Key rotation (issue 12)", "",
-        f"Run {R['date']} at scale {R['scale']} on {R['machine']['cpus']} CPUs, load average "
+        f"Run {R['date']} (app {R['app']}) at scale {R['scale']} on {R['machine']['nproc']} CPUs, load average "
         f"{R['load_before']} before (the machine was shared with other engineers' work: only the "
         "ratios of this one run mean anything). SQLite, the production server with 2 workers, "
         f"wrk {load_clients(R)} connections on `/agent/tickets/<id>` as the administrator (the page "
@@ -164,7 +164,8 @@ def main() -> int:
     data_dir = out / "instance"
     url = f"sqlite:///{data_dir / 'desk.db'}"
     R = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "scale": args.scale,
-         "machine": machine(), "load_before": loadavg(), "clients": args.clients}
+         "machine": machine(), "load_before": loadavg(), "clients": args.clients,
+         "app": app_version()}
     log(f"generating at scale {args.scale}")
     meta = generate(url, data_dir, args.scale)
     log("sealing encrypted values")
