@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_WORKERS ?= auto
 
-.PHONY: run test test-tools translations extract-messages bench clean system-deps
+.PHONY: run test test-tools dist translations extract-messages bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,3 +56,9 @@ BENCH_SCALE ?= 0.1
 bench: $(VENV)/.run-deps translations
 	command -v wrk >/dev/null && command -v sqlite3 >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk sqlite3)
 	$(BIN)/python bench/run.py --scale $(BENCH_SCALE)
+
+# The single executable: dist/desk (Linux x86_64), built by PyInstaller from
+# desk.spec with the compiled translations; tests/test_dist.py smoke-tests it.
+dist: $(VENV)/.dev-deps translations
+	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build desk.spec
+	@ls -l dist/desk

@@ -117,6 +117,15 @@ def demo(ctx: click.Context) -> None:
         click.echo(f"  {role:<14} {email:<30} {password}   {name}")
 
 
+@cli.command("run-scheduler", hidden=True)
+@click.argument("overrides", default="{}")
+def run_scheduler(overrides: str) -> None:
+    """The scheduler process that ``run`` starts beside the workers (single executable)."""
+    import json
+    from desk.jobs import run_scheduler as scheduler_loop
+    scheduler_loop(json.loads(overrides))
+
+
 @cli.command("audit-verify")
 @click.pass_context
 def audit_verify(ctx: click.Context) -> None:

@@ -5,12 +5,22 @@ Tests and embedders pass a mapping to ``create_app`` which wins over all three.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+
+
+def default_data_dir() -> str:
+    """``instance`` here, or next to the single executable when run from it."""
+    if getattr(sys, "frozen", False):
+        return str(Path(sys.executable).resolve().parent / "instance")
+    return "instance"
+
+
 DEFAULTS: dict[str, Any] = {
-    "DATA_DIR": "instance",
+    "DATA_DIR": default_data_dir(),
     "DATABASE_URL": "",  # empty: sqlite:///<DATA_DIR>/desk.db
     "REGION": "default",
     "BASE_URL": "http://127.0.0.1:5000",

@@ -85,6 +85,7 @@ def run_job(app: Flask, job: Job, holder: str) -> bool:
 def run_scheduler(overrides: dict | None = None) -> None:
     """Blocking: the scheduler process's main loop."""
     from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
 
     from desk import create_app
     app = create_app(overrides)
@@ -92,7 +93,8 @@ def run_scheduler(overrides: dict | None = None) -> None:
     scheduler = BlockingScheduler(timezone="UTC")
     now = dt.datetime.now(dt.timezone.utc)
     for job in JOBS:
-        scheduler.add_job(run_job, "interval", seconds=job.seconds, args=(app, job, holder),
+        # A trigger object, not "interval": no plug-in look-up (the single executable has none).
+        scheduler.add_job(run_job, IntervalTrigger(seconds=job.seconds), args=(app, job, holder),
                           id=job.name, max_instances=1, coalesce=True,
                           next_run_time=now + dt.timedelta(seconds=job.first_after))
     # SIGTERM (server shutdown) ends the loop normally, so the lease is released

@@ -43,8 +43,12 @@ class DeskServer(BaseApplication):
                          name="desk-scheduler-watch").start()
 
     def _spawn_scheduler(self, arbiter):
-        code = "import json, sys; from desk.jobs import run_scheduler; run_scheduler(json.loads(sys.argv[1]))"
-        self._process = subprocess.Popen([sys.executable, "-c", code, json.dumps(self.overrides)])
+        if getattr(sys, "frozen", False):  # the single executable: its own hidden command
+            command = [sys.executable, "run-scheduler", json.dumps(self.overrides)]
+        else:
+            code = "import json, sys; from desk.jobs import run_scheduler; run_scheduler(json.loads(sys.argv[1]))"
+            command = [sys.executable, "-c", code, json.dumps(self.overrides)]
+        self._process = subprocess.Popen(command)
         arbiter.log.info("scheduler process %s started", self._process.pid)
 
     def _watch_scheduler(self, arbiter):

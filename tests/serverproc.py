@@ -56,8 +56,12 @@ class DeskServer:
     ``running_server(...)``."""
 
     def __init__(self, data_dir: Path, args: Sequence[str] = (), env: dict | None = None,
-                 log_dir: Path | None = None, https: bool = False):
+                 log_dir: Path | None = None, https: bool = False,
+                 program: Sequence[str] | None = None, cwd: Path | None = None):
         self.data_dir = Path(data_dir)
+        # What runs ``run``: ``python app.py`` here, or the single executable.
+        self.program = list(program or [sys.executable, "app.py"])
+        self.cwd = Path(cwd or ROOT)
         self.args = list(args)
         self.extra_env = dict(env or {})
         self.log_dir = Path(log_dir or self.data_dir.parent)
@@ -113,8 +117,8 @@ class DeskServer:
         self.stderr_path = self.log_dir / f"{stem}.err"
         self._out = self.stdout_path.open("wb")
         self._err = self.stderr_path.open("wb")
-        cmd = [sys.executable, "app.py", "run", "--port", str(self.port), *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self._environment(),
+        cmd = [*self.program, "run", "--port", str(self.port), *self.args]
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self._environment(),
                                      stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
                                      start_new_session=True)
 
