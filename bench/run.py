@@ -364,7 +364,7 @@ class Load:
             "peak_rss_mb": round(rss.peak / 1024, 1),
         }
         result["p99_over_p50"] = round(result["p99_ms"] / result["p50_ms"], 2) if result["p50_ms"] else None
-        if adjacent:
+        if adjacent and adjacent["rps"]:
             result["ceiling"] = adjacent
             result["ratio_adjacent"] = round(result["rps"] / adjacent["rps"], 3)
         log(f"  {name:28} {result['rps']:8.1f} req/s  p50 {result['p50_ms']:8.1f} ms  "

@@ -22,24 +22,39 @@ PER_PAGE = 25
 SEARCH_MAX = 200
 
 
+COUNT_CAP = 1000
+
+
 @dataclass(frozen=True)
 class Page:
+    """One page of a list. ``capped``: there are more than ``total`` items,
+    which were not all counted (a list of very many says "More than 1,000")."""
+
     items: list
     page: int
     total: int
     per_page: int = PER_PAGE
+    capped: bool = False
 
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.per_page))
 
 
-def page_of(query, page: int, count_query=None) -> Page:
+def page_of(query, page: int, count_query=None, cap: int | None = None) -> Page:
     """One page of ``query``; counted on ``count_query`` (without the joins
-    that only serve display) when given."""
+    that only serve display) when given, and with ``cap`` only up to that many
+    (counting every open ticket of a large desk on each request costs more than
+    the page). Pages end at the cap."""
     page = max(1, page)
-    total = (count_query if count_query is not None else query).count()
-    return Page(list(query.paginate(page, PER_PAGE)), page, total)
+    counted = count_query if count_query is not None else query
+    if cap is None:
+        return Page(list(query.paginate(page, PER_PAGE)), page, counted.count())
+    total = counted.limit(cap + 1).count()
+    capped = total > cap
+    if capped:
+        page = min(page, -(-cap // PER_PAGE))
+    return Page(list(query.paginate(page, PER_PAGE)), page, min(total, cap), capped=capped)
 
 
 def search_text(raw: str) -> str:

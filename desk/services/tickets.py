@@ -28,6 +28,7 @@ from desk.models.tickets import STATUSES
 from desk.services import attachments as files
 from desk.services import custom_fields
 from desk.services import notifications
+from desk.services.listing import COUNT_CAP
 from desk.services.listing import Page
 from desk.services.listing import TicketFilters
 from desk.services.listing import page_of
@@ -214,7 +215,7 @@ def agent_tickets(agent: User, filters: TicketFilters, page: int = 1) -> Page:
     policy.require(agent, "tickets:view")
     query = ticket_query(agent, filters)
     return page_of(_with_people(query).order_by(*ticket_order(agent, filters)), page,
-                   count_query=query)
+                   count_query=query, cap=COUNT_CAP)
 
 
 def assignable_agents() -> list[User]:
