@@ -6,12 +6,12 @@ key id in ``key_id``); ``value`` then stays empty.
 """
 from peewee import BooleanField
 from peewee import CharField
-from peewee import DateTimeField
 from peewee import ForeignKeyField
 from peewee import IntegerField
 from peewee import TextField
 
 from desk.models.base import BaseModel
+from desk.models.base import DateTimeField
 from desk.models.base import utcnow
 from desk.models.people import User
 from desk.models.tickets import Ticket
