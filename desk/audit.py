@@ -7,6 +7,7 @@ a hash chain anchored in AuditHead; ``verify`` walks it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -25,6 +26,11 @@ from desk.models import utcnow
 from desk.models.base import _audited_write
 
 GENESIS = "0" * 64
+VIA = "_via"
+
+# How the acting user reached desk when not through its pages (an API token):
+# every entry written meanwhile says so under "_via".
+_channel: contextvars.ContextVar[str] = contextvars.ContextVar("desk_audit_channel", default="")
 SECRET = "[secret]"
 
 
@@ -109,6 +115,8 @@ def _head() -> AuditHead:
 def _entry(head_seq: int, prev_hash: str, actor: Actor, action: str, record_type: str,
            record_id: str | None, subject_id: int | None, changes: dict,
            created_at: dt.datetime) -> AuditEntry:
+    if _channel.get():
+        changes = {**changes, VIA: _channel.get()}
     ip = actor.ip
     if ip and actor.user_id is not None:
         ip = crypto.seal_for_subject(actor.user_id, ip)
@@ -238,6 +246,17 @@ def record(actor: Actor, action: str, record_type: str, record_id: Any = None,
     with _audited():
         return _append(actor, action, record_type,
                        None if record_id is None else str(record_id), subject_id, sealed)
+
+
+@contextlib.contextmanager
+def via(channel: str) -> Iterator[None]:
+    """Mark every entry written inside as made through ``channel``
+    (e.g. "API token desk_1a2b3c4d")."""
+    token = _channel.set(channel)
+    try:
+        yield
+    finally:
+        _channel.reset(token)
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "PROXY_FIX": 0,  # number of trusted proxies setting X-Forwarded-*
     "RATELIMIT_STORAGE_URI": "memory://",
     "LOGIN_ADDRESS_LIMIT": "20 per minute",
+    "API_RATE_LIMIT": "120 per minute",  # per API token
     "LOGIN_ACCOUNT_MAX_FAILURES": 5,
     "LOGIN_ACCOUNT_WINDOW_MINUTES": 15,
     "ARGON2_TIME_COST": 3,

@@ -543,6 +543,25 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _api_token_key(key_id: str) -> bytes:
+    """The HMAC key for API tokens, derived from one keyring key (a key of
+    its own, so a token hash never reveals anything about the sealing key)."""
+    return hmac.new(_keyring().keys[key_id], b"desk api token hmac v1", hashlib.sha256).digest()
+
+
+def api_token_digest(token: str) -> tuple[str, str]:
+    """(key id, HMAC-SHA-256 hex) of an API token under the active key: how it is stored."""
+    kid = _keyring().active
+    return kid, hmac.new(_api_token_key(kid), token.encode(), hashlib.sha256).hexdigest()
+
+
+def api_token_digests(token: str) -> list[str]:
+    """The token's HMAC under every key of the keyring (so tokens made before
+    a key rotation still work). A fast, constant-time-per-key look-up."""
+    return [hmac.new(_api_token_key(kid), token.encode(), hashlib.sha256).hexdigest()
+            for kid in sorted(_keyring().keys)]
+
+
 def tokens_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a, b)
 

@@ -3,6 +3,7 @@ Accept-Language. English and Simplified Chinese."""
 from pathlib import Path
 
 from flask import Flask
+from flask import g
 from flask import has_request_context
 from flask import request
 from flask import session
@@ -19,11 +20,19 @@ LANGUAGE_NAMES = {"en": "English", "zh_Hans": "简体中文"}
 def select_locale() -> str:
     if not has_request_context():
         return "en"
+    if request.path.startswith("/api/"):
+        # The API never looks at session cookies: its token's owner, then the header.
+        language = getattr(g.get("api_user"), "language", "")
+        return language if language in LANGUAGES else _from_header()
     user_language = getattr(current_user, "language", "") if current_user else ""
     if user_language in LANGUAGES:
         return user_language
     if session.get("language") in LANGUAGES:
         return session["language"]
+    return _from_header()
+
+
+def _from_header() -> str:
     best = request.accept_languages.best_match(["en", "zh"], default="en")
     return "zh_Hans" if best == "zh" else "en"
 

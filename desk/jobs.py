@@ -21,6 +21,7 @@ from desk.services import leases
 from desk.services import erasure
 from desk.services import mail
 from desk.services import purge
+from desk.services import tokens
 
 log = logging.getLogger("desk.jobs")
 
@@ -56,6 +57,10 @@ def seal_encrypted_fields() -> None:
     custom_fields.seal_pending()
 
 
+def remind_token_expiry() -> None:
+    tokens.remind_expiring()
+
+
 def renew_lease() -> None:
     """Nothing of its own: running it keeps the lease alive between other jobs."""
 
@@ -67,6 +72,7 @@ JOBS = (
     Job("purge", purge_expired, 3600, first_after=300),
     Job("backup", scheduled_backup, 600, first_after=120),
     Job("seal-encrypted-fields", seal_encrypted_fields, 60, first_after=30),
+    Job("token-reminders", remind_token_expiry, 3600, first_after=120),
 )
 
 

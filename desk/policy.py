@@ -186,3 +186,21 @@ def role_field_levels(role) -> dict[str, str]:
     stored = {} if role.is_admin else json.loads(role.field_permissions or "{}")
     return {f"{m}.{f}": stored.get(f"{m}.{f}", EDIT) for m, names in all_fields().items()
             for f in names}
+
+
+# -- API tokens ----------------------------------------------------------------
+
+def may_have_tokens(user) -> bool:
+    """Anyone who can sign in may make personal access tokens for themselves."""
+    return _active(user)
+
+
+def owns_token(user, token) -> bool:
+    """Only the owner sees and revokes a token on their own page (administrators
+    holding settings:manage do it from the list of all tokens)."""
+    return _active(user) and token.user_id == user.id
+
+
+def token_permits(token, writes: bool) -> bool:
+    """A read-only token only reads."""
+    return not (writes and token.read_only)

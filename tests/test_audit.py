@@ -15,6 +15,7 @@ from desk.db import db
 from desk.errors import UnauditedWrite
 from desk.models import ALL_MODELS
 from desk.models import AgentDepartment
+from desk.models import ApiToken
 from desk.models import Attachment
 from desk.models import AuditEntry
 from desk.models import AuditHead
@@ -30,6 +31,7 @@ from desk.models import StoredSecret
 from desk.models import Ticket
 from desk.models import TicketFieldValue
 from desk.models import User
+from desk.models import utcnow
 from tests import factories
 
 # Tables written by desk.audit itself, and operational tables whose writes are
@@ -90,6 +92,9 @@ def _specs():
         ContactFieldValue: contact_value,
         StoredSecret: lambda: (dict(name="smtp_password", sealed="k1:abc", key_id="k1"),
                                dict(sealed="k1:def")),
+        ApiToken: lambda: (dict(user=factories.end_user(), name="CI", prefix="desk_0badc0de",
+                                token_hash="f" * 64, key_id="k1", expires_at="2030-01-01 00:00:00"),
+                           dict(revoked_at=utcnow(), revoke_reason="revoked")),
     }
 
 

@@ -23,6 +23,8 @@ from desk.models.system import SubjectKey
 from desk.models.tickets import Attachment
 from desk.models.tickets import Comment
 from desk.models.tickets import Ticket
+from desk.models.tokens import ApiToken
+from desk.models.tokens import ApiTokenUse
 
 ALL_MODELS = [
     Department,
@@ -47,6 +49,8 @@ ALL_MODELS = [
     ContactFieldValue,
     StoredSecret,
     KeyRotation,
+    ApiToken,
+    ApiTokenUse,
 ]
 
 __all__ = [m.__name__ for m in ALL_MODELS] + ["ALL_MODELS", "BaseModel", "utcnow"]

@@ -27,6 +27,7 @@ from desk.models.privacy import CONFIRMED
 from desk.models.privacy import PENDING
 from desk.models.privacy import REJECTED
 from desk.services import mail
+from desk.services import tokens
 from desk.services.people import clean_text
 from desk.services.people import find_by_email
 from desk.services.people import normalize_email
@@ -146,6 +147,7 @@ def confirm(user: User, token: str, ip: str = "") -> User:
             raise Conflict(UNAVAILABLE)
         audit.update(actor, req, status=CONFIRMED, confirmed_at=utcnow())
         audit.update(actor, user, email=req.new_email)
+        tokens.revoke_all(actor, user, tokens.EMAIL_CHANGED)
         for address in (old_email, req.new_email):
             _tell(user, address,
                   lambda: _("Your email address was changed"),

@@ -43,6 +43,7 @@ from desk.services import custom_fields
 from desk.services import mail
 from desk.services import people
 from desk.services import purge
+from desk.services import tokens
 
 MODES = (ANONYMIZE, ERASE_WITH_TICKETS)
 OPEN = (REQUESTED, RUNNING)
@@ -194,8 +195,10 @@ def _mention_count(terms: list[str]) -> int:
 def _step_recycle(actor: Actor, req: ErasureRequest, user: User) -> None:
     """The person goes to the recycle bin (and, in that mode, their tickets)."""
     if user.deleted_at is None:
-        audit.update(actor, user, action="delete", deleted_at=utcnow(), deleted_by=actor.user_id,
-                     session_token=crypto.new_token(24))
+        with audit.transaction():
+            audit.update(actor, user, action="delete", deleted_at=utcnow(), deleted_by=actor.user_id,
+                         session_token=crypto.new_token(24))
+            tokens.revoke_all(actor, user, tokens.ERASED)
     if req.mode == ERASE_WITH_TICKETS:
         for ticket in Ticket.select().where(Ticket.requester == user.id, Ticket.deleted_at.is_null()):
             audit.update(actor, ticket, action="delete", deleted_at=utcnow(), deleted_by=actor.user_id)
@@ -316,11 +319,13 @@ def _encoded_hit(raw: bytes, needles: list[str]) -> bool:
 
 
 def _step_profile(actor: Actor, req: ErasureRequest, user: User) -> None:
-    """Every personal field takes the placeholder; sign-in becomes impossible."""
+    """Every personal field takes the placeholder; sign-in becomes impossible;
+    their API tokens (whose names may name them) go."""
     audit.update(actor, user, action="anonymize", name=placeholder(user),
                  email=placeholder_email(user), phone="", mobile="", title="", signature="",
                  language="", timezone="UTC", password_hash=None,
                  session_token=crypto.new_token(24), is_active=False, anonymized_at=utcnow())
+    tokens.remove_all(actor, user)
 
 
 def _step_keys(actor: Actor, req: ErasureRequest, user: User) -> None:

@@ -20,6 +20,7 @@ from desk.models import utcnow
 from desk.services import people
 from desk.services import purge
 from desk.services import retention
+from desk.services import tokens
 from desk.services.listing import PER_PAGE
 from desk.services.listing import Page
 from desk.services.listing import search_text
@@ -119,6 +120,9 @@ def delete_person(actor_user: User, user_id: int, ip: str = "") -> User:
         raise PermissionDenied(_l("You cannot delete yourself."))
     if people.is_last_admin(person):
         raise Conflict(_l("The last administrator cannot be deleted."))
-    audit.update(Actor.of(actor_user, ip), person, action="delete", deleted_at=utcnow(),
-                 deleted_by=actor_user.id, session_token=crypto.new_token(24))
+    actor = Actor.of(actor_user, ip)
+    with audit.transaction():
+        audit.update(actor, person, action="delete", deleted_at=utcnow(),
+                     deleted_by=actor_user.id, session_token=crypto.new_token(24))
+        tokens.revoke_all(actor, person, tokens.DELETED)
     return person

@@ -41,7 +41,7 @@ SUBJECT_MAX = 255
 BODY_MAX = 50_000
 
 
-def _with_people(query):
+def with_people(query):
     """Join requester, assignee and department so lists make one query."""
     Assignee = User.alias()
     return (query.select_extend(User, Assignee, Department)
@@ -144,7 +144,7 @@ def status_counts(user: User) -> dict[str, int]:
 
 def get_ticket(user: User, ticket_id: int) -> Ticket:
     """The ticket if ``user`` may see it; NotFound otherwise (existence never leaks)."""
-    ticket = (_with_people(Ticket.select())
+    ticket = (with_people(Ticket.select())
               .where(Ticket.id == ticket_id, Ticket.deleted_at.is_null(), policy.ticket_filter(user))
               .first())
     if ticket is None:
@@ -214,7 +214,7 @@ def agent_tickets(agent: User, filters: TicketFilters, page: int = 1) -> Page:
     """The desk's ticket list (filters as defined in desk.services.listing)."""
     policy.require(agent, "tickets:view")
     query = ticket_query(agent, filters)
-    return page_of(_with_people(query).order_by(*ticket_order(agent, filters)), page,
+    return page_of(with_people(query).order_by(*ticket_order(agent, filters)), page,
                    count_query=query, cap=COUNT_CAP)
 
 

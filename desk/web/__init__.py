@@ -14,8 +14,11 @@ def register_blueprints(app: Flask) -> None:
     from desk.web import portal
     from desk.web import privacy
     from desk.web import roles
+    from desk.web import tokens
     from desk.web.pages import IdConverter
 
     app.url_map.converters["id"] = IdConverter
-    for module in (auth, portal, me, agent, admin, privacy, roles, mail, fields, files, health):
+    for module in (auth, portal, me, agent, admin, privacy, roles, mail, fields, files, health, tokens):
         app.register_blueprint(module.bp)
+    from desk.web import api
+    api.init_app(app)

@@ -42,14 +42,37 @@ def error_page(status: int, message=None):
         return f"{status} {title}\n{text}\n", status, {"Content-Type": "text/plain; charset=utf-8"}
 
 
+def add_api_answer(app: Flask, applies, answers: dict) -> None:
+    """Let another part (the JSON API) answer errors of its own requests:
+    ``applies()`` says whether the request is one; ``answers`` maps an
+    exception class to a function making the response (first match wins)."""
+    app.extensions["desk.api_errors"] = (applies, answers)
+
+
+def _api_answer(app: Flask, err: Exception):
+    entry = app.extensions.get("desk.api_errors")
+    if entry is None or not entry[0]():
+        return None
+    for cls, answer in entry[1].items():
+        if isinstance(err, cls):
+            return answer(err)
+    return None
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(DeskError)
     def _domain(err: DeskError):
+        answer = _api_answer(app, err)
+        if answer is not None:
+            return answer
         message = str(err) if err.status != 403 else MESSAGES[403]
         return error_page(err.status, message)
 
     @app.errorhandler(CSRFError)
     def _csrf(err: CSRFError):
+        answer = _api_answer(app, err)
+        if answer is not None:
+            return answer
         return error_page(400, _("The form expired or was sent from elsewhere. "
                                  "Go back, reload the page and try again."))
 
@@ -57,9 +80,12 @@ def init_app(app: Flask) -> None:
     def _http(err: HTTPException):
         if err.code in (301, 302, 303, 307, 308) or err.code is None:
             return err
+        answer = _api_answer(app, err)
+        if answer is not None:
+            return answer
         return error_page(err.code, MESSAGES.get(err.code) or err.description)
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):
         app.logger.exception("unhandled error")
-        return error_page(500)
+        return _api_answer(app, err) or error_page(500)
