@@ -37,6 +37,7 @@ from desk.services import custom_fields
 from desk.services import email_change
 from desk.services import recycle_bin
 from desk.services import tickets as ticket_service
+from desk.services import tokens
 from tests import factories
 from tests.conftest import CSRF_RE
 from tests.conftest import browser
@@ -154,6 +155,8 @@ AGENT_ROLES = {"light_agent", "agent", "custom_no_permissions", "administrator"}
 #   module:action     agents holding that permission ("+" joins several); others 403
 #   ticket:<perm>     one ticket: agents who cannot see it get 404 (existence does not
 #                     leak), agents who see it but lack <perm> get 403 ("-": nobody may)
+#   requester|<agents' rule>
+#                     end users (over their own records); agents follow the rule after "|"
 #   own-record|<agents' rule>
 #                     a record an end user owns: its owner is allowed, every other
 #                     end user gets 404 (not 403); agents follow the rule after "|"
@@ -227,6 +230,27 @@ RULES = {
     "fields.reveal_contact_field": "contacts:reveal",
     "agent.ticket_fields": "ticket:tickets:edit",
     "fields.reveal_ticket_field": "ticket:tickets:reveal",
+
+    "tokens.my_tokens": "signed_in",
+    "tokens.revoke_mine": "signed_in-token",  # someone else's token: 404 to all
+    "tokens.all_tokens": "settings:manage",
+    "tokens.revoke_any": "settings:manage",
+
+    # The JSON API, called with a token of each role (no token: 401).
+    "api.openapi_document": "public",
+    "api.docs": "public",
+    "api.me": "signed_in",
+    "api.my_export": "signed_in",
+    "api.list_tickets": "requester|tickets:view",
+    "api.get_ticket": "own-record|ticket:tickets:view",
+    "api.create_ticket": "end_user",
+    "api.update_ticket": "own-record|ticket:tickets:edit",
+    "api.add_comment": "own-record|ticket:comments:create",
+    "api.download_attachment": "own-record|ticket:tickets:view",
+    "api.list_contacts": "contacts:view",
+    "api.get_contact": "contacts:view",
+    "api.create_contact": "contacts:create",
+    "api.update_contact": "contacts:edit",
 }
 
 ALLOWED, FORBIDDEN, NOT_FOUND, LOGIN = "allowed", "403", "404", "to /login"
@@ -254,7 +278,7 @@ def test_every_rule_is_well_formed():
     words = {"public", "setup-token", "signed_in", "signed_in-token", "end_user", "agent"}
     for endpoint, rule in RULES.items():
         for part in rule.split("|"):
-            if part in words or part == "own-record":
+            if part in words or part in ("own-record", "requester"):
                 continue
             perms = part.removeprefix("ticket:")
             if perms == "-":
@@ -280,6 +304,10 @@ def expected_outcome(rule: str, role: str, method: str, variant: str) -> str:
         return NOT_FOUND if method == "POST" else ALLOWED
     if head == "end_user":
         return ALLOWED if role == "end_user" else FORBIDDEN
+    if head == "requester":
+        if role == "end_user":
+            return ALLOWED
+        return expected_outcome(agents_rule, role, method, variant)
     if head == "own-record":
         if role == "end_user":
             return ALLOWED if variant == "own" else NOT_FOUND
@@ -369,11 +397,13 @@ def matrix(ctx):
     trash = custom_fields.create(admin, "contacts", {"key": "trash", "label": "Trash", "type": "text"})
     restorable = custom_fields.create(admin, "contacts", {"key": "back", "label": "Back", "type": "text"})
     custom_fields.delete(admin, restorable.id)
+    someones_token, _ = tokens.create(member, "member's token")
     return {
         "people": {"admin": admin, "light": light, "agent": agent, "nobody": nobody, "owner": owner},
         "args": {"ticket_id": ticket.id, "comment_id": comment.id, "department_id": members_dept.id,
                  "agent_id": member.id, "request_id": change.id, "role_id": nothing.id,
-                 "token": "not-a-valid-token", "key": "card"},
+                 "token": "not-a-valid-token", "key": "card",
+                 "token_id": someones_token.id},
         "overrides": {
             "agent.delete_ticket": {"ticket_id": doomed.id},
             "privacy.delete_person": {"user_id": to_delete.id},
@@ -420,7 +450,7 @@ def matrix_cases(app, m) -> list[tuple[str, str, str, str, str]]:
     record and with another end user's. The sign-out comes last."""
     cases = []
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or rule.endpoint.startswith("api."):
             continue
         head = RULES.get(rule.endpoint, "").partition("|")[0]
         variants = ["own", "foreign"] if head == "own-record" else [""]
@@ -453,7 +483,7 @@ def test_permission_matrix(role, matrix, ctx):
     client = signed_in(ctx, m["people"][who]) if who else browser(ctx)
     token = form_token(client, TOKEN_PAGES.get(role, "/agent/settings/my-info"))
     cases = matrix_cases(ctx, m)
-    assert len({c[0] for c in cases}) == len(RULES)
+    assert len({c[0] for c in cases}) == len([e for e in RULES if not e.startswith("api.")])
     wrong = []
     for endpoint, method, path, variant, module in cases:
         rule = RULES[endpoint].replace("{module}", module)
@@ -488,6 +518,56 @@ def test_permission_matrix(role, matrix, ctx):
     assert ("matrix" in fields) == done
     reveals = AuditEntry.select().where(AuditEntry.action == "reveal").count()
     assert reveals == (2 if done else 0)
+
+
+API_BODIES = {
+    "api.create_ticket": lambda role: {"subject": "matrix ticket", "description": "via the API"},
+    "api.update_ticket": lambda role: {"status": "open"},
+    "api.add_comment": lambda role: ({"body": "matrix reply"} if role == "end_user"
+                                     else {"body": "matrix note", "public": False}),
+    "api.create_contact": lambda role: {"name": "Matrix Contact", "email": f"matrix-{role}@example.com"},
+    "api.update_contact": lambda role: {"name": "Olga Owner"},
+}
+
+
+def api_outcome(resp) -> str:
+    if resp.status_code == 401:
+        return LOGIN  # the API's "sign in first"
+    return actual_outcome(resp)
+
+
+@pytest.mark.parametrize("role", list(ROLES))
+def test_api_permission_matrix(role, matrix, ctx):
+    """Every API route x every role, called with a token of that role."""
+    m = matrix
+    who = ROLES[role][0]
+    headers = {}
+    if who:
+        headers["Authorization"] = "Bearer " + tokens.create(m["people"][who], "matrix")[1]
+    client = browser(ctx)
+    values_for = {**m["args"], "contact_id": m["people"]["owner"].id}
+    wrong, seen = [], set()
+    for rule in ctx.url_map.iter_rules():
+        if not rule.endpoint.startswith("api."):
+            continue
+        seen.add(rule.endpoint)
+        head = RULES[rule.endpoint].partition("|")[0]
+        for variant in (["own", "foreign"] if head == "own-record" else [""]):
+            values = {**values_for, **(m[variant] if variant else {})}
+            path = rule.rule
+            for name in rule.arguments:
+                path = re.sub(r"<(?:[^<>]+:)?%s>" % name, str(values[name]), path)
+            for method in sorted(rule.methods & {"GET", "POST", "PATCH"}):
+                body = API_BODIES.get(rule.endpoint)
+                resp = client.open(path, method=method, headers=headers,
+                                   json=body(role) if body else None)
+                want = expected_outcome(RULES[rule.endpoint], role, method, variant)
+                got = api_outcome(resp)
+                if got != want:
+                    wrong.append(f"{method} {path} [{rule.endpoint}: {RULES[rule.endpoint]}]: expected "
+                                 f"{want}, got {got} ({resp.status_code} {resp.get_data(as_text=True)[:200]})")
+    assert seen == {e for e in RULES if e.startswith("api.")}
+    assert not wrong, f"{role}:\n" + "\n".join(wrong)
 
 
 # ==================================================================================

@@ -80,7 +80,7 @@ def _operation(op) -> dict:
     else:
         body = {op.media: {"schema": {"type": "string"}}}
     out["responses"] = {str(op.status): {"description": "OK", "content": body}}
-    statuses = set(op.errors) | ({401, 429} if not op.public else {429})
+    statuses = set(op.errors) | {405, 429} | ({401} if not op.public else set())
     if op.body is not None or op.query is not None:
         statuses.add(400)
     if op.method != "GET" and not op.public:
