@@ -107,7 +107,8 @@ def options(host: str, port: int, workers: int, threads: int, worker_class: str 
         "worker_class": worker_class,
         "accesslog": "-",
         # No query strings or referrers in the access log: searches may name people.
-        "access_log_format": '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss',
+        # API calls name their token by its prefix (desk.web.api), never the token.
+        "access_log_format": '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss %({desk.token}e)s',
         "timeout": 60,
         "graceful_timeout": 20,
     }

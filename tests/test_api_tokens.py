@@ -234,3 +234,25 @@ def test_tokens_never_reach_the_logs(ctx, owner, caplog):
         client.get("/api/v1/me", headers=bearer(raw + "x"))
         client.post("/api/v1/tickets", data="{", content_type="application/json", headers=bearer(raw))
     assert raw not in caplog.text
+
+
+def test_the_access_log_names_a_token_by_its_prefix_only(tmp_path):
+    """The production server's access log: the token's prefix, never the token."""
+    import urllib.request
+    from desk import create_app
+    from tests.conftest import TEST_CONFIG
+    from tests.serverproc import running_server
+    data_dir = tmp_path / "instance"
+    with running_server(data_dir) as srv:
+        app = create_app(dict(TEST_CONFIG, DATA_DIR=str(data_dir), SECRET_KEY="",
+                              DATABASE_URL=f"sqlite:///{data_dir / 'desk.db'}"))
+        with app.app_context():
+            db.connect(reuse_if_open=True)
+            row, raw = tokens.create(factories.end_user(), "Logged")
+            db.close()
+        request = urllib.request.Request(srv.base_url + "/api/v1/me",
+                                         headers={"Authorization": f"Bearer {raw}"})
+        with srv.opener().open(request, timeout=30) as resp:
+            assert resp.status == 200
+        srv.wait_for_output(re.compile(r'"GET /api/v1/me" 200 .*' + row.prefix))
+        assert raw not in srv.logs() and raw.split("_")[2] not in srv.logs()

@@ -1,11 +1,12 @@
 """Personal access tokens for the JSON API: only a keyed hash is stored."""
 from peewee import BooleanField
 from peewee import CharField
-from peewee import DateTimeField
+
 from peewee import ForeignKeyField
 from peewee import IntegerField
 
 from desk.models.base import BaseModel
+from desk.models.base import DateTimeField
 from desk.models.base import utcnow
 from desk.models.people import User
 

@@ -92,6 +92,7 @@ def _authenticate(writes: bool) -> None:
     if row is None:
         raise ApiProblem("unauthorized")
     g.api_token = row
+    request.environ["desk.token"] = row.prefix  # for the access log
     g.api_user = row.user
     if not policy.token_permits(row, writes):
         raise ApiProblem("read-only-token")
