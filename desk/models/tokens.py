@@ -10,7 +10,6 @@ from desk.models.base import DateTimeField
 from desk.models.base import utcnow
 from desk.models.people import User
 
-
 class ApiToken(BaseModel):
     """A token someone made for their own tools.
 
@@ -37,7 +36,6 @@ class ApiToken(BaseModel):
 
     def audit_subject_id(self) -> int | None:
         return self.user_id
-
 
 class ApiTokenUse(BaseModel):
     """When and from where a token was last used. Operational (written on
