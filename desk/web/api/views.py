@@ -157,11 +157,13 @@ def download_attachment(attachment_id: int):
     """A file on a ticket I may see (never one on a note I may not)."""
     row = ticket_service.get_attachment(user(), attachment_id)
     try:
-        stream = files.open_file(current_app.config, row.stored_name)
+        stream = files.open_file(current_app.config, row)
     except FileNotFoundError:
-        raise ApiProblem("not-found") from None
+        raise ApiProblem("not-found") from None  # being purged at this moment
     response = send_file(stream, mimetype="application/octet-stream", as_attachment=True,
-                         download_name=row.filename, max_age=0, etag=row.sha256)
+                         download_name=row.filename, max_age=0, conditional=False, etag=False)
+    response.content_length = row.size
+    response.set_etag(row.sha256)
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
