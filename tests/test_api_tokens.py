@@ -4,7 +4,6 @@ that ends a person's sessions, announced before they expire, audited."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from pathlib import Path
 

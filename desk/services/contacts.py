@@ -17,7 +17,7 @@ from desk.models.people import END_USER
 from desk.services import profile
 from desk.services.people import find_by_email
 from desk.services.people import normalize_email
-from desk.services.tickets import search_text
+from desk.services import listing
 
 FIELDS = ("name", "phone", "mobile", "title", "timezone", "language")
 
@@ -25,14 +25,7 @@ FIELDS = ("name", "phone", "mobile", "title", "timezone", "language")
 def find(agent: User, q: str = "", after_id: int = 0, limit: int = 25) -> list[User]:
     """Live contacts matching ``q`` (in the fields the agent may see), by id."""
     policy.require(agent, "contacts:view")
-    query = User.select().where(User.kind == END_USER, User.deleted_at.is_null(), User.id > after_id)
-    q = search_text(q)
-    if q:
-        condition = User.id.is_null()
-        for name in ("name", "email"):
-            if policy.visible(agent, "contacts", name):
-                condition = condition | getattr(User, name).contains(q)
-        query = query.where(condition)
+    query = listing.people_query(agent, "contacts", q).where(User.id > after_id)
     return list(query.order_by(User.id).limit(limit))
 
 

@@ -1,6 +1,7 @@
 """Ticket lists read in slices after a position (keyset pagination), for
 callers that page by cursor (the API) rather than by page number. The same
-filters and the same policy as the list pages."""
+filter definition (desk.services.listing) and the same policy as the list
+pages."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,6 +9,7 @@ import datetime as dt
 from desk import policy
 from desk.models import Ticket
 from desk.models import User
+from desk.services import listing
 from desk.services import tickets as ticket_service
 
 # sort -> (column, descending)
@@ -16,14 +18,14 @@ ORDERS = {"updated": (Ticket.updated_at, True), "created": (Ticket.created_at, T
 Position = tuple[dt.datetime, int]
 
 
-def tickets(user: User, filters: ticket_service.Filters, after: Position | None,
+def tickets(user: User, filters: listing.TicketFilters, after: Position | None,
             limit: int) -> list[Ticket]:
     """Up to ``limit`` tickets after ``after`` in ``filters.sort`` order:
     agents get the desk list's filters, end users their own tickets (status
     and words in the subject)."""
     if policy.is_agent(user):
         policy.require(user, "tickets:view")
-        query = ticket_service.agent_ticket_query(user, filters)
+        query = listing.ticket_query(user, filters)
     else:
         query = _own(user, filters)
     column, descending = ORDERS.get(filters.sort, ORDERS["updated"])
@@ -42,11 +44,11 @@ def position(ticket: Ticket, sort: str) -> Position:
     return getattr(ticket, column.name), ticket.id
 
 
-def _own(user: User, filters: ticket_service.Filters):
+def _own(user: User, filters: listing.TicketFilters):
     query = Ticket.select().where(policy.ticket_filter(user), Ticket.deleted_at.is_null())
     if filters.status:
         query = query.where(Ticket.status == filters.status)
-    q = ticket_service.search_text(filters.q)
+    q = listing.search_text(filters.q)
     if q:
         query = query.where(Ticket.subject.contains(q))
     return query

@@ -79,8 +79,9 @@ def route(path: str, method: str = "GET", *, body=None, query=None, response=Non
                     result.model_dump_json(exclude_unset=True, by_alias=True), status=status,
                     mimetype="application/json")
             return result
-        bp.add_url_rule(path, endpoint, wrapper, methods=[method])
-        return wrapper
+        limited = limiter.shared_limit(_rate_limit, scope="api", key_func=_rate_key)(wrapper)
+        bp.add_url_rule(path, endpoint, limited, methods=[method])
+        return limited
     return decorate
 
 
@@ -152,8 +153,9 @@ def _rate_limit() -> str:
 
 
 # Once, at import: the blueprint and the extensions are module-wide objects.
+# (Each route carries its own per-token limit, see ``route``: the app checks
+# limits only where a view declares them.)
 csrf.exempt(bp)
-limiter.limit(_rate_limit, key_func=_rate_key)(bp)
 
 
 def init_app(app: Flask) -> None:

@@ -18,6 +18,7 @@ from desk.services import attachments as files
 from desk.services import contacts as contact_service
 from desk.services import export
 from desk.services import feed
+from desk.services import listing
 from desk.services import tickets as ticket_service
 from desk.web.api import client_ip
 from desk.web.api import route
@@ -86,10 +87,10 @@ def my_export():
 @route("/tickets", query=s.TicketQuery, response=s.TicketList, errors=(400, 403))
 def list_tickets(query: s.TicketQuery):
     """Tickets I may see, newest activity first, with the desk list's filters."""
-    filters = ticket_service.Filters(
+    filters = listing.TicketFilters(
         status=query.status or "", priority=query.priority or "", department=query.department,
-        assignee=query.assignee or "", requester=ticket_service.search_text(query.requester or ""),
-        q=ticket_service.search_text(query.q or ""), sort=query.sort,
+        assignee=query.assignee or "", requester=listing.search_text(query.requester or ""),
+        q=listing.search_text(query.q or ""), sort=query.sort,
         default_view=query.view == "default")
     after = _ticket_position(query.cursor, query.sort)
     rows = feed.tickets(user(), filters, after, query.limit + 1)
