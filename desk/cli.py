@@ -323,3 +323,23 @@ def _print_key_status(info: dict) -> None:
     left = {k: v for k, v in info["remaining"].items() if v}
     click.echo("left on old keys: " + (", ".join(f"{k} {v}" for k, v in left.items()) or "nothing"))
     click.echo("rows per key: " + ", ".join(f"{k} {v}" for k, v in sorted(info["usage"].items())))
+
+
+@cli.command("encrypt-files")
+@click.option("--batch", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.pass_context
+def encrypt_files(ctx: click.Context, batch: int) -> None:
+    """Encrypt attachments stored clear (from before encryption) for their
+    owners; the scheduler does it too. Safe to kill and run again."""
+    from desk.services import attachments
+    app = _app(ctx)
+    with app.app_context():
+        total = attachments.clear_count()
+        with click.progressbar(length=total, label="encrypting", file=sys.stderr) as bar:
+            report = attachments.encrypt_stored(app.config, batch=batch, progress=bar.update)
+    if report.busy:
+        click.echo("another process is encrypting files; nothing done")
+        sys.exit(3)
+    click.echo(f"{report.sealed} files encrypted, {len(report.skipped)} left clear")
+    for attachment_id in report.skipped:
+        click.echo(f"SKIPPED: attachment #{attachment_id} (object missing, altered, or owner erased)")

@@ -14,11 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import os
 import secrets
 import time
 from pathlib import Path
+from typing import Iterator
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError
@@ -508,6 +510,189 @@ def reseal_secret(name: str, stored: str) -> tuple[str, str]:
     """A stored secret re-encrypted under the active key: (key id, sealed)."""
     sealed = seal_secret(name, decrypt_secret(name, stored))
     return key_id_of(sealed), sealed
+
+
+# -- file data keys: attachment bytes sealed in streamed chunks -----------------
+#
+# A file is sealed under a data key of its own (AES-256-GCM), in chunks of
+# FILE_CHUNK clear bytes, so it is encrypted and decrypted as it streams and a
+# byte range opens only the chunks it touches. Layout: FILE_MAGIC, a 7-byte
+# random nonce prefix, then per chunk its ciphertext and 16-byte tag. The nonce
+# of chunk i is prefix + i (4 bytes) + 1 if it is the last chunk else 0, so
+# chunks cannot be reordered, dropped or the file cut short unnoticed.
+# The data key is wrapped under the owner's subject key: destroying that key
+# makes every copy of the file (backups, bucket versions) unreadable.
+
+FILE_MAGIC = b"DESKF1"
+FILE_CHUNK = 64 * 1024
+_FILE_TAG = 16
+_FILE_NONCE_PREFIX = 7
+FILE_HEADER = len(FILE_MAGIC) + _FILE_NONCE_PREFIX
+_FILE_KEY_PREFIX = "filekey:v1:"
+
+
+class FileTampered(ValueError):
+    """A sealed file's bytes do not open under its key (altered or truncated)."""
+
+
+def new_file_key() -> bytes:
+    """A fresh random data key for one file."""
+    return AESGCM.generate_key(bit_length=256)
+
+
+def _file_key_aad(subject_id: int) -> bytes:
+    return f"file-key:{subject_id}".encode()
+
+
+def wrap_file_key(subject_id: int, data_key: bytes) -> str:
+    """The data key sealed under the person's subject key (made if they have
+    none yet); the text names the person. ValueError once their key is destroyed."""
+    key = _subject_key(subject_id, create=True)
+    if key is None:
+        raise ValueError("the subject key was destroyed")
+    blob = _seal(key, data_key, _file_key_aad(subject_id))
+    return f"{_FILE_KEY_PREFIX}s{subject_id}:{base64.b64encode(blob).decode()}"
+
+
+def file_key_owner(wrapped: str) -> int:
+    """Whose subject key wraps this data key."""
+    if not wrapped.startswith(_FILE_KEY_PREFIX):
+        raise ValueError("not a wrapped file key")
+    ref = wrapped[len(_FILE_KEY_PREFIX):].partition(":")[0]
+    return int(ref[1:])
+
+
+def unwrap_file_key(wrapped: str) -> bytes | None:
+    """The data key; None once the owner's subject key was destroyed."""
+    subject_id = file_key_owner(wrapped)
+    key = _subject_key(subject_id, create=False)
+    if key is None:
+        return None
+    b64 = wrapped[len(_FILE_KEY_PREFIX):].partition(":")[2]
+    try:
+        return _open(key, base64.b64decode(b64), _file_key_aad(subject_id))
+    except (InvalidTag, ValueError):
+        return None
+
+
+def rewrap_file_key(wrapped: str, subject_id: int | None = None) -> str:
+    """The same data key wrapped anew (under a new subject key after rotation,
+    or another person's); the file's bytes are not touched."""
+    data_key = unwrap_file_key(wrapped)
+    if data_key is None:
+        raise ValueError("the data key can no longer be opened")
+    return wrap_file_key(file_key_owner(wrapped) if subject_id is None else subject_id, data_key)
+
+
+def _chunk_nonce(prefix: bytes, index: int, last: bool) -> bytes:
+    return prefix + index.to_bytes(4, "big") + (b"\x01" if last else b"\x00")
+
+
+def sealed_file_size(clear_size: int) -> int:
+    """The stored size of a sealed file of ``clear_size`` bytes."""
+    chunks = max(1, -(-clear_size // FILE_CHUNK))
+    return FILE_HEADER + clear_size + chunks * _FILE_TAG
+
+
+def seal_file_chunks(data_key: bytes, read) -> Iterator[bytes]:
+    """The sealed file, piece by piece, from ``read(n)`` of the clear bytes."""
+    prefix = os.urandom(_FILE_NONCE_PREFIX)
+    aead = AESGCM(data_key)
+    yield FILE_MAGIC + prefix
+    index, chunk = 0, _read_full(read, FILE_CHUNK)
+    while True:
+        following = _read_full(read, FILE_CHUNK) if len(chunk) == FILE_CHUNK else b""
+        last = not following
+        yield aead.encrypt(_chunk_nonce(prefix, index, last), chunk, FILE_MAGIC)
+        if last:
+            return
+        index, chunk = index + 1, following
+
+
+def _read_full(read, size: int) -> bytes:
+    """Exactly ``size`` bytes unless the stream ends first (streams may return less)."""
+    parts, want = [], size
+    while want:
+        data = read(want)
+        if not data:
+            break
+        parts.append(data)
+        want -= len(data)
+    return b"".join(parts)
+
+
+def sealing_reader(data_key: bytes, stream) -> io.BufferedReader:
+    """A readable stream of the sealed bytes of ``stream`` (for uploads)."""
+    return io.BufferedReader(_IterStream(seal_file_chunks(data_key, stream.read)),
+                             buffer_size=FILE_CHUNK + _FILE_TAG)
+
+
+def open_file_chunks(data_key: bytes, open_range, clear_size: int, start: int = 0,
+                     end: int | None = None) -> Iterator[bytes]:
+    """Clear bytes ``start``..``end`` of a sealed file of ``clear_size`` bytes;
+    ``open_range(a, b)`` gives a stream of its stored bytes a..b. Only the
+    chunks the range touches are read and opened. FileTampered on any fault."""
+    end = clear_size if end is None else min(end, clear_size)
+    if start >= end:
+        return
+    chunks = max(1, -(-clear_size // FILE_CHUNK))
+    first, final = start // FILE_CHUNK, (end - 1) // FILE_CHUNK
+    stride = FILE_CHUNK + _FILE_TAG
+    with open_range(0, FILE_HEADER) as head:
+        header = head.read()
+    if len(header) != FILE_HEADER or not header.startswith(FILE_MAGIC):
+        raise FileTampered("not a sealed file")
+    prefix = header[len(FILE_MAGIC):]
+    aead = AESGCM(data_key)
+    offset = FILE_HEADER + first * stride
+    stop = min(FILE_HEADER + (final + 1) * stride, sealed_file_size(clear_size))
+    with open_range(offset, stop) as body:
+        for index in range(first, final + 1):
+            size = min(FILE_CHUNK, clear_size - index * FILE_CHUNK) + _FILE_TAG
+            blob = _read_full(body.read, size)
+            try:
+                clear = aead.decrypt(_chunk_nonce(prefix, index, index == chunks - 1), blob, FILE_MAGIC)
+            except (InvalidTag, ValueError):
+                raise FileTampered(f"chunk {index} does not open") from None
+            lo = start - index * FILE_CHUNK if index == first else 0
+            hi = end - index * FILE_CHUNK if index == final else len(clear)
+            yield clear[lo:hi]
+
+
+def opening_reader(data_key: bytes, open_range, clear_size: int, start: int = 0,
+                   end: int | None = None) -> io.BufferedReader:
+    """``open_file_chunks`` as a readable stream (for downloads and exports)."""
+    return io.BufferedReader(_IterStream(open_file_chunks(data_key, open_range, clear_size,
+                                                           start, end)),
+                             buffer_size=FILE_CHUNK)
+
+
+class _IterStream(io.RawIOBase):
+    """A readable stream over an iterator of byte strings."""
+
+    def __init__(self, parts: Iterator[bytes]):
+        self._parts = parts
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            try:
+                self._pending = memoryview(next(self._parts))
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        close = getattr(self._parts, "close", None)
+        if close:
+            close()
+        super().close()
 
 
 # -- passwords and tokens ----------------------------------------------------

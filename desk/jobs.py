@@ -15,6 +15,7 @@ from typing import Callable
 from flask import Flask
 from flask import current_app
 
+from desk.services import attachments
 from desk.services import backup
 from desk.services import custom_fields
 from desk.services import leases
@@ -61,6 +62,10 @@ def remind_token_expiry() -> None:
     tokens.remind_expiring()
 
 
+def encrypt_files() -> None:
+    attachments.encrypt_stored(current_app.config)
+
+
 def renew_lease() -> None:
     """Nothing of its own: running it keeps the lease alive between other jobs."""
 
@@ -73,6 +78,7 @@ JOBS = (
     Job("backup", scheduled_backup, 600, first_after=120),
     Job("seal-encrypted-fields", seal_encrypted_fields, 60, first_after=30),
     Job("token-reminders", remind_token_expiry, 3600, first_after=120),
+    Job("encrypt-files", encrypt_files, 600, first_after=120),
 )
 
 

@@ -210,6 +210,9 @@ def test_attachment_round_trip_with_ranges(store_app):
         assert part.headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
         assert part.headers["Content-Length"] == "1000"
 
+        across = browser.get(url, headers={"Range": "bytes=65000-140000"})  # over chunk edges
+        assert across.status_code == 206 and across.data == data[65000:140001]
+
         tail = browser.get(url, headers={"Range": "bytes=-500"})
         assert tail.status_code == 206 and tail.data == data[-500:]
         rest = browser.get(url, headers={"Range": f"bytes={len(data) - 10}-"})
@@ -284,7 +287,7 @@ def test_storage_check_finds_rows_without_objects_and_objects_without_rows(store
         assert "3 attachment rows, 3 objects" in result.output and "OK" in result.output
 
         files.remove_file(store_app.config, rows[1].stored_name)  # a row loses its object
-        stray = files.store(store_app.config, files.Upload("stray.txt", io.BytesIO(b"stray")))
+        stray = files.store(store_app.config, files.Upload("stray.txt", io.BytesIO(b"stray")), customer.id)
         result = runner.invoke(cli, ["storage-check"], obj={"app": store_app})
         assert result.exit_code == 1
         assert f"MISSING: attachment #{rows[1].id} has no object" in result.output

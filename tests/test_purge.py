@@ -280,15 +280,15 @@ def test_noted_removals_are_finished_and_old_orphans_swept_but_fresh_ones_kept(c
     live = ticket_service.submit(people.ann, "live", "x", None, [upload("live.txt")])
     live_file = stored_names(ticket=live.id)[0]
     # a file whose row went in a run that died before unlinking it
-    noted = files.store(ctx.config, upload("noted.txt")).stored_name
+    noted = files.store(ctx.config, upload("noted.txt"), people.ann.id).stored_name
     FileRemoval.create(stored_name=noted)
     # a note whose file was already unlinked (the run died before deleting the note)
-    already_gone = files.store(ctx.config, upload("gone.txt")).stored_name
+    already_gone = files.store(ctx.config, upload("gone.txt"), people.ann.id).stored_name
     FileRemoval.create(stored_name=already_gone)
     files.remove_file(ctx.config, already_gone)
     # files no row names: one from a crash long ago, one of an upload in progress
-    old_orphan = files.store(ctx.config, upload("old-orphan.txt")).stored_name
-    fresh_orphan = files.store(ctx.config, upload("fresh-orphan.txt")).stored_name
+    old_orphan = files.store(ctx.config, upload("old-orphan.txt"), people.ann.id).stored_name
+    fresh_orphan = files.store(ctx.config, upload("fresh-orphan.txt"), people.ann.id).stored_name
     two_hours_ago = time.time() - 2 * 3600
     for name in (old_orphan, live_file, noted):
         os.utime(path_of(ctx, name), (two_hours_ago, two_hours_ago))

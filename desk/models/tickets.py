@@ -70,9 +70,12 @@ class Comment(BaseModel):
 
 
 class Attachment(BaseModel):
-    """A file on disk under the attachment folder; the row keeps its metadata."""
+    """An object in the file store; the row keeps its metadata. ``data_key`` is
+    the key its bytes are sealed under, wrapped by the uploader's subject key
+    (None: stored clear, from before encryption; a job seals those)."""
 
     text_fields = ("filename",)
+    secret_fields = ("data_key",)
 
     ticket = ForeignKeyField(Ticket, backref="attachments", on_delete="CASCADE")
     comment = ForeignKeyField(Comment, null=True, backref="attachments", on_delete="CASCADE")
@@ -81,7 +84,8 @@ class Attachment(BaseModel):
     stored_name = CharField(max_length=64, unique=True)
     content_type = CharField(max_length=100, default="application/octet-stream")
     size = BigIntegerField(default=0)
-    sha256 = CharField(max_length=64)
+    sha256 = CharField(max_length=64)  # of the clear bytes
+    data_key = TextField(null=True)
     created_at = DateTimeField(default=utcnow)
     deleted_at = DateTimeField(null=True)
     deleted_by = IntegerField(null=True)

@@ -11,10 +11,13 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 from dataclasses import field
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from flask_babel import lazy_gettext as _l
 
+from desk import audit
+from desk import crypto
+from desk.db import write_transaction
 from desk.errors import InvalidInput
 from desk.models import Attachment
 from desk.models import FileRemoval
@@ -46,7 +49,8 @@ class Stored:
     stored_name: str
     content_type: str
     size: int
-    sha256: str
+    sha256: str  # of the clear bytes
+    data_key: str  # wrapped under the owner's subject key
 
 
 PREFIX = "attachments/"
@@ -124,17 +128,27 @@ class _Hashing:
         return data
 
 
-def store(config: dict, upload: Upload) -> Stored:
-    """Write the file under a random name (whole or not at all) and describe it."""
+def _put_sealed(config: dict, owner_id: int, stream: BinaryIO) -> tuple[str, str, _Hashing]:
+    """Seal a stream under a new data key (wrapped for ``owner_id``) into a new
+    object; (stored name, wrapped key, what was read)."""
     stored_name = secrets.token_hex(16)
+    data_key = crypto.new_file_key()
+    wrapped = crypto.wrap_file_key(owner_id, data_key)
+    source = _Hashing(stream)
+    storage.of(config).put(key_of(stored_name), crypto.sealing_reader(data_key, source))
+    return stored_name, wrapped, source
+
+
+def store(config: dict, upload: Upload, owner_id: int) -> Stored:
+    """Encrypt the file for its owner, write it under a random name (whole or
+    not at all) and describe it."""
     upload.stream.seek(0)
     head = upload.stream.read(16)
     upload.stream.seek(0)
-    source = _Hashing(upload.stream)
-    storage.of(config).put(key_of(stored_name), source)
+    stored_name, wrapped, source = _put_sealed(config, owner_id, upload.stream)
     content_type = sniff_image(head) or "application/octet-stream"
     return Stored(sanitize_filename(upload.filename), stored_name, content_type, source.size,
-                  source.digest.hexdigest())
+                  source.digest.hexdigest(), wrapped)
 
 
 def remove_file(config: dict, stored_name: str) -> None:
@@ -143,9 +157,18 @@ def remove_file(config: dict, stored_name: str) -> None:
 
 
 def open_file(config: dict, row, start: int = 0, end: int | None = None) -> BinaryIO:
-    """The bytes ``start`` to ``end`` (exclusive) of an attachment (its row) as a
-    stream; FileNotFoundError when the object is gone."""
-    return storage.of(config).open(key_of(row.stored_name), start, end)
+    """The clear bytes ``start`` to ``end`` (exclusive) of an attachment (its
+    row) as a stream; FileNotFoundError when the object is gone or its key was
+    destroyed with its owner."""
+    store, key = storage.of(config), key_of(row.stored_name)
+    if row.data_key is None:
+        return store.open(key, start, end)
+    data_key = crypto.unwrap_file_key(row.data_key)
+    if data_key is None:
+        raise storage.ObjectMissing(key)
+    if not store.exists(key):
+        raise storage.ObjectMissing(key)
+    return crypto.opening_reader(data_key, lambda a, b: store.open(key, a, b), row.size, start, end)
 
 
 def exists(config: dict, stored_name: str) -> bool:
@@ -226,3 +249,88 @@ def _judge_unnamed(config: dict, report: CheckReport, unnamed: list, young: dt.d
 def _still_missing(config: dict, attachment_id: int) -> bool:
     row = Attachment.get_or_none(Attachment.id == attachment_id)
     return row is not None and not exists(config, row.stored_name)
+
+
+# -- sealing files stored clear before encryption ------------------------------
+
+ENCRYPT_LOCK = "encrypt-files"
+
+
+@dataclass
+class EncryptReport:
+    sealed: int = 0
+    skipped: list[int] = field(default_factory=list)  # ids left clear: object missing or altered
+    busy: bool = False  # another process is at it
+
+
+def clear_count() -> int:
+    """How many attachments are still stored clear."""
+    return Attachment.select().where(Attachment.data_key.is_null()).count()
+
+
+def encrypt_stored(config: dict, batch: int = 50,
+                   progress: Callable[[int], None] | None = None) -> EncryptReport:
+    """Seal every attachment still stored clear under a data key for its
+    uploader, a batch at a time; once across processes; safe to kill and run
+    again (a sealed copy is written first, the row switched to it and the clear
+    object noted for removal in one transaction, then removed)."""
+    from desk.services import leases
+    report = EncryptReport()
+    with leases.exclusive(ENCRYPT_LOCK, leases.local_holder(), dt.timedelta(minutes=5)) as renew:
+        if renew is None:
+            report.busy = True
+            return report
+        last = 0
+        while True:
+            rows = list(Attachment.select().where(Attachment.data_key.is_null(), Attachment.id > last)
+                        .order_by(Attachment.id).limit(batch))
+            if not rows:
+                break
+            for row in rows:
+                if _seal_one(config, row):
+                    report.sealed += 1
+                else:
+                    report.skipped.append(row.id)
+                if progress:
+                    progress(1)
+            last = rows[-1].id
+            remove_noted(config)
+            renew()
+    return report
+
+
+def _seal_one(config: dict, row: Attachment) -> bool:
+    try:
+        source = storage.of(config).open(key_of(row.stored_name))
+    except FileNotFoundError:
+        return False
+    try:
+        with source:
+            new_name, wrapped, read = _put_sealed(config, row.uploader_id, source)
+    except ValueError:  # the uploader was erased: their files go with them, not here
+        return False
+    if read.size != row.size or read.digest.hexdigest() != row.sha256:
+        remove_file(config, new_name)  # the clear file was altered: leave it for storage-check
+        return False
+    with audit.transaction():
+        fresh = Attachment.get_or_none(Attachment.id == row.id)
+        current = fresh is not None and fresh.data_key is None and fresh.stored_name == row.stored_name
+        old = row.stored_name if current else new_name
+        FileRemoval.insert(stored_name=old).on_conflict_ignore().execute()
+        if current:
+            audit.update(audit.SYSTEM, fresh, action="encrypt", stored_name=new_name, data_key=wrapped)
+    return current
+
+
+def remove_noted(config: dict, batch: int = 200) -> int:
+    """Remove objects whose rows are gone (noted in FileRemoval), then the notes."""
+    done = 0
+    while True:
+        noted = list(FileRemoval.select().order_by(FileRemoval.id).limit(batch))
+        if not noted:
+            return done
+        for row in noted:
+            remove_file(config, row.stored_name)
+        with write_transaction():
+            FileRemoval.delete().where(FileRemoval.id.in_([r.id for r in noted])).execute()
+        done += len(noted)

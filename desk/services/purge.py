@@ -12,7 +12,6 @@ from typing import Callable, Iterable, Iterator
 from desk import audit
 from desk import crypto
 from desk.audit import Actor
-from desk.db import write_transaction
 from desk.models import Attachment
 from desk.models import Comment
 from desk.models import FileRemoval
@@ -26,7 +25,6 @@ from desk.services import retention
 
 LOCK = "purge"
 BATCH = 200
-ORPHAN_AGE = files.ORPHAN_AGE
 
 
 @dataclass
@@ -61,17 +59,8 @@ def due() -> dict[str, int]:
 
 
 def remove_pending_files(config: dict) -> int:
-    """Unlink files whose rows are already gone (noted in FileRemoval)."""
-    done = 0
-    while True:
-        batch = list(FileRemoval.select().order_by(FileRemoval.id).limit(BATCH))
-        if not batch:
-            return done
-        for row in batch:
-            files.remove_file(config, row.stored_name)
-        with write_transaction():
-            FileRemoval.delete().where(FileRemoval.id.in_([r.id for r in batch])).execute()
-        done += len(batch)
+    """Remove objects whose rows are already gone (noted in FileRemoval)."""
+    return files.remove_noted(config, BATCH)
 
 
 def _note_files(query) -> list[str]:
@@ -159,7 +148,7 @@ def _anonymize_expired_people(limit, progress, renew) -> int:
 def sweep_orphans(config: dict) -> int:
     """Remove attachment objects that no row names (left by a crash during an
     upload), once they are old enough not to belong to an upload in progress."""
-    old = dt.datetime.now(dt.timezone.utc) - ORPHAN_AGE
+    old = dt.datetime.now(dt.timezone.utc) - files.ORPHAN_AGE
     removed = 0
     for batch in _batches(files.stored_objects(config), BATCH):
         names = {files.name_of(o.key): o for o in batch}

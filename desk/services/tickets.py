@@ -74,7 +74,7 @@ def _save_files(actor: Actor, ticket: Ticket, comment: Comment | None, uploader:
     saved = []
     try:
         for upload in uploads:
-            stored = files.store(cfg, upload)
+            stored = files.store(cfg, upload, uploader.id)
             saved.append(stored)
     except OSError:
         for stored in saved:
@@ -85,7 +85,7 @@ def _save_files(actor: Actor, ticket: Ticket, comment: Comment | None, uploader:
         rows.append(audit.create(actor, Attachment, ticket=ticket, comment=comment, uploader=uploader,
                                  filename=stored.filename, stored_name=stored.stored_name,
                                  content_type=stored.content_type, size=stored.size,
-                                 sha256=stored.sha256))
+                                 sha256=stored.sha256, data_key=stored.data_key))
     return rows
 
 
