@@ -41,6 +41,7 @@ from desk.models.privacy import DONE
 from desk.models.privacy import REQUESTED
 from desk.models.privacy import RUNNING
 from desk.services import email_change
+from desk.services import attachments as files_service
 from desk.services import erasure
 from desk.services import mail
 from desk.services import profile
@@ -574,7 +575,9 @@ def forget(app, database_url, admin, admin_browser, person, other, caplog,
     if control:
         data_dir = Path(app.config["DATA_DIR"])
         assert set(found(b"".join(database_bytes(app, database_url).values()))) >= set(VALUES)
-        assert set(sum(scan_folder(data_dir / "attachments").values(), [])) >= set(VALUES)
+        # Files are stored encrypted: their clear bytes (as the app reads them) name the person.
+        clear = b"".join(files_service.open_file(app.config, a).read() for a in Attachment.select())
+        assert set(found(clear)) >= set(VALUES)
         assert set(sum(scan_folder(data_dir / "outbox").values(), [])) >= set(VALUES)
     token = csrf_token(admin_browser, f"/agent/people/{person.id}/erase")
     caplog.clear()

@@ -31,6 +31,7 @@ from desk.models import utcnow
 from desk.services import mail
 from desk.services import tickets as ticket_service
 from desk.services.attachments import Upload
+from desk.services.attachments import open_file
 from desk.services.attachments import sanitize_filename
 from tests import factories
 from tests.conftest import csrf_token
@@ -148,7 +149,9 @@ def test_submit_a_ticket_with_two_attachments(ctx, ann, ann_browser):
         assert re.fullmatch(r"[0-9a-f]{32}", row.stored_name)
         assert row.sha256 == hashlib.sha256(content).hexdigest()
         path = Path(ctx.config["DATA_DIR"]) / "attachments" / row.stored_name[:2] / row.stored_name
-        assert path.read_bytes() == content
+        assert path.read_bytes().startswith(b"DESKF1") and content not in path.read_bytes()  # sealed
+        with open_file(ctx.config, row) as fh:
+            assert fh.read() == content
     assert rows[0].stored_name != rows[1].stored_name
     assert [r.content_type for r in rows] == ["application/octet-stream", "image/png"]
     assert len(stored_files(ctx)) == 2  # no leftovers (.part files) next to them
