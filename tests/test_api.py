@@ -269,3 +269,16 @@ def test_the_openapi_document_and_its_page(ctx, client):
     page = client.get("/api/v1/docs")
     assert page.status_code == 200 and b"/api/v1/tickets/{ticket_id}" in page.data
     assert b"problem-rate-limited" in page.data
+
+
+def test_custom_fields_as_the_role_may_see_them(ctx, people):
+    from desk.services import custom_fields
+    admin, ann = people["admin"], people["ann"]
+    ticket = factories.ticket(ann, "With fields", department=people["dept"])
+    custom_fields.create(admin, "tickets", {"key": "order", "label": "Order", "type": "text"})
+    custom_fields.create(admin, "tickets", {"key": "card", "label": "Card", "type": "card", "encrypted": True})
+    custom_fields.set_values(admin, "tickets", ticket, {"cf_order": "A-17", "cf_card": "4111 1111 1111 1111"})
+    values = Api(ctx, admin).get(f"/api/v1/tickets/{ticket.id}").json["custom_fields"]
+    assert values["order"] == "A-17"
+    assert values["card"].endswith("1111") and "4111 1111" not in values["card"]  # masked
+    assert "custom_fields" in Api(ctx, admin).get(f"/api/v1/contacts/{ann.id}").json

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import url_for
 
 from desk import policy
+from desk.services import custom_fields
 from desk.web.api import schemas as s
 
 # What a requester sees of their own ticket on its page.
@@ -62,13 +63,20 @@ def comment(user, c) -> s.Comment:
                      attachments=[attachment(a) for a in c.attachments])
 
 
+def custom(user, module: str, record) -> dict:
+    """Custom field values the user may see, by key; encrypted ones masked."""
+    return {shown.field.key: shown.display for shown in custom_fields.values_for(user, module, record)}
+
+
 def ticket_detail(user, t, comments, files) -> s.TicketDetail:
     return ticket(user, t, s.TicketDetail, comments=[comment(user, c) for c in comments],
-                  attachments=[attachment(a) for a in files])
+                  attachments=[attachment(a) for a in files],
+                  custom_fields=custom(user, "tickets", t))
 
 
 def contact(user, who) -> s.Contact:
-    values = {"id": who.id, "created_at": who.created_at, "updated_at": who.updated_at}
+    values = {"id": who.id, "created_at": who.created_at, "updated_at": who.updated_at,
+              "custom_fields": custom(user, "contacts", who)}
     for name in CONTACT_FIELDS:
         if policy.visible(user, "contacts", name):
             values[name] = getattr(who, name)

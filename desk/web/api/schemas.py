@@ -69,6 +69,9 @@ class Contact(Out):
     language: str | None = None
     created_at: Time
     updated_at: Time
+    custom_fields: dict[str, str] = Field(
+        default_factory=dict, description="Custom field values the caller may see, by key "
+        "(encrypted ones masked).")
 
 
 class ContactList(Out):
@@ -137,8 +140,9 @@ class Ticket(Out):
     assignee: PersonRef | None = None
     created_at: Time
     updated_at: Time
-    custom_fields: dict[str, str | int | float | bool | None] = Field(
-        default_factory=dict, description="Custom field values the caller may see, by key.")
+    custom_fields: dict[str, str] = Field(
+        default_factory=dict, description="Custom field values the caller may see, by key "
+        "(encrypted ones masked); in a single ticket's answer, not in lists.")
 
 
 class TicketDetail(Ticket):
