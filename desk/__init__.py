@@ -11,6 +11,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from desk import config as config_module
 
+__version__ = "0.1.0"
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -343,3 +343,30 @@ def encrypt_files(ctx: click.Context, batch: int) -> None:
     click.echo(f"{report.sealed} files encrypted, {len(report.skipped)} left clear")
     for attachment_id in report.skipped:
         click.echo(f"SKIPPED: attachment #{attachment_id} (object missing, altered, or owner erased)")
+
+
+@cli.command()
+@click.option("--out", help="the file to write (ZIP, or one module's file with --module); - for standard output")
+@click.option("--module", type=click.Choice(["tickets", "comments", "contacts", "agents", "departments", "audit"]),
+              help="only this module, as one CSV or JSON Lines file")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
+              help="only this format (default: both in a ZIP, CSV for --module)")
+@click.option("--verify", "verify_path", type=click.Path(dir_okay=False),
+              help="check a bulk export ZIP against its manifest instead")
+@click.pass_context
+def export(ctx: click.Context, out: str | None, module: str | None, fmt: str | None,
+           verify_path: str | None) -> None:
+    """Export everything (every module and attachment) as a ZIP with a manifest."""
+    from desk.services import bulk_export
+    if verify_path:
+        ok, message = bulk_export.verify(verify_path)
+        click.echo(("OK: " if ok else "FAILED: ") + message)
+        sys.exit(0 if ok else 1)
+    if not out:
+        raise click.UsageError("give --out FILE (or - for standard output), or --verify FILE")
+    app = _app(ctx)
+    with app.app_context():
+        with bulk_export.command_output(out) as target:
+            bulk_export.export_command(target, module, fmt, sys.stderr)
+    if out != "-":
+        click.echo(f"wrote {out}", err=True)

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "REGION": "default",
     "BASE_URL": "http://127.0.0.1:5000",
     "RETENTION_DAYS": 60,
+    "BULK_EXPORT_DAYS": 7,  # days a bulk export stays downloadable
     "SMTP_HOST": "",
     "SMTP_PORT": 25,
     "SMTP_USER": "",

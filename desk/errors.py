@@ -31,6 +31,12 @@ class Conflict(DeskError):
     status = 409
 
 
+class Gone(DeskError):
+    """The record existed but is no longer available (an expired download)."""
+
+    status = 410
+
+
 class TooManyAttempts(DeskError):
     """Too many failed attempts in a short time."""
 

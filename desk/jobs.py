@@ -18,6 +18,7 @@ from flask import current_app
 from desk.services import attachments
 from desk.services import backup
 from desk.services import custom_fields
+from desk.services import bulk_export
 from desk.services import leases
 from desk.services import erasure
 from desk.services import mail
@@ -56,6 +57,12 @@ def scheduled_backup() -> None:
 
 def seal_encrypted_fields() -> None:
     custom_fields.seal_pending()
+def run_bulk_exports() -> None:
+    bulk_export.run_pending()
+
+
+def expire_bulk_exports() -> None:
+    bulk_export.expire_due()
 
 
 def remind_token_expiry() -> None:
@@ -79,6 +86,8 @@ JOBS = (
     Job("seal-encrypted-fields", seal_encrypted_fields, 60, first_after=30),
     Job("token-reminders", remind_token_expiry, 3600, first_after=120),
     Job("encrypt-files", encrypt_files, 600, first_after=120),
+    Job("bulk-exports", run_bulk_exports, 20, first_after=10),
+    Job("expire-bulk-exports", expire_bulk_exports, 600, first_after=120),
 )
 
 

@@ -33,6 +33,7 @@ from desk.models import Ticket
 from desk.models import User
 from desk.models.privacy import EmailChangeRequest
 from desk.services import attachments as files
+from desk.services import bulk_export
 from desk.services import custom_fields
 from desk.services import email_change
 from desk.services import recycle_bin
@@ -210,6 +211,10 @@ RULES = {
     "admin.approve_email_change": "settings:manage",
     "admin.reject_email_change": "settings:manage",
 
+    "exports.module_csv": "{module}:export",
+    "admin.bulk_export_page": "admin",
+    "admin.bulk_export_download": "admin",
+
     "roles.role_list": "settings:manage",
     "roles.new_role": "settings:manage",
     "roles.role": "settings:manage",
@@ -275,7 +280,7 @@ def test_the_rule_table_covers_exactly_the_routes_of_the_app(tmp_path):
 
 
 def test_every_rule_is_well_formed():
-    words = {"public", "setup-token", "signed_in", "signed_in-token", "end_user", "agent"}
+    words = {"public", "setup-token", "signed_in", "signed_in-token", "end_user", "agent", "admin"}
     for endpoint, rule in RULES.items():
         for part in rule.split("|"):
             if part in words or part in ("own-record", "requester"):
@@ -317,6 +322,8 @@ def expected_outcome(rule: str, role: str, method: str, variant: str) -> str:
     held = ROLES[role][1]
     if head == "agent":
         return ALLOWED
+    if head == "admin":
+        return ALLOWED if role == "administrator" else FORBIDDEN
     if head.startswith("ticket:"):
         # The matrix ticket sits in a department every matrix agent belongs to,
         # so an agent sees it exactly when they may view tickets.
@@ -398,12 +405,13 @@ def matrix(ctx):
     restorable = custom_fields.create(admin, "contacts", {"key": "back", "label": "Back", "type": "text"})
     custom_fields.delete(admin, restorable.id)
     someones_token, _ = tokens.create(member, "member's token")
+    made = bulk_export.run(bulk_export.start(admin).id)
     return {
         "people": {"admin": admin, "light": light, "agent": agent, "nobody": nobody, "owner": owner},
         "args": {"ticket_id": ticket.id, "comment_id": comment.id, "department_id": members_dept.id,
                  "agent_id": member.id, "request_id": change.id, "role_id": nothing.id,
                  "token": "not-a-valid-token", "key": "card",
-                 "token_id": someones_token.id},
+                 "token_id": someones_token.id, "export_id": made.id},
         "overrides": {
             "agent.delete_ticket": {"ticket_id": doomed.id},
             "privacy.delete_person": {"user_id": to_delete.id},

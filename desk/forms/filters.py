@@ -3,11 +3,17 @@ exports read them the same way). Unknown values are dropped, not refused:
 a stale bookmark still opens its list."""
 from __future__ import annotations
 
+import datetime as dt
 import re
 
+from flask_babel import lazy_gettext as _l
+
+from desk.errors import InvalidInput
 from desk.models.tickets import PRIORITIES
 from desk.models.tickets import STATUSES
+from desk.services.listing import AUDIT_RECORD_TYPES
 from desk.services.listing import TICKET_SORTS
+from desk.services.listing import AuditFilters
 from desk.services.listing import TicketFilters
 from desk.services.listing import search_text
 
@@ -46,3 +52,65 @@ def ticket_args(args) -> dict[str, str]:
 def search_arg(args) -> str:
     """The words of a list's search box (``q``)."""
     return search_text(args.get("q", ""))
+
+
+def check_ticket_args(args) -> None:
+    """Refuse (InvalidInput) ticket filter values a list would silently drop:
+    an export must not quietly hold other rows than asked for."""
+    choices = {"status": STATUSES, "priority": PRIORITIES, "sort": tuple(TICKET_SORTS),
+               "view": ("all",)}
+    bad = [k for k, allowed in choices.items() if args.get(k) and args.get(k) not in allowed]
+    if args.get("department") and id_arg(args["department"]) is None:
+        bad.append("department")
+    assignee = args.get("assignee")
+    if assignee and assignee not in ("me", "none") and id_arg(assignee) is None:
+        bad.append("assignee")
+    for name in ("q", "requester"):
+        if len(args.get(name, "")) > 200:
+            bad.append(name)
+    if bad:
+        raise InvalidInput(_l("Unknown filter values: %(names)s.", names=", ".join(sorted(bad))))
+
+
+AUDIT_ARGS = ("record", "actor", "subject", "action", "since", "until")
+
+
+def _date(raw: str, name: str, bad: list[str]):
+    if not raw:
+        return None
+    try:
+        return dt.datetime.strptime(raw, "%Y-%m-%d")
+    except ValueError:
+        bad.append(name)
+        return None
+
+
+def audit_filters(args, strict: bool = False) -> AuditFilters:
+    """The audit log's filters from request args. ``until`` is a whole day
+    (entries up to its end). With ``strict``, bad values are refused
+    (InvalidInput) instead of dropped."""
+    bad: list[str] = []
+    record_type = record_id = ""
+    record = args.get("record", "")
+    if record:
+        kind, _, rid = record.partition(":")
+        if kind.lower() in AUDIT_RECORD_TYPES and (not rid or id_arg(rid)):
+            record_type, record_id = AUDIT_RECORD_TYPES[kind.lower()], rid
+        else:
+            bad.append("record")
+    people = {}
+    for name in ("actor", "subject"):
+        people[name] = id_arg(args.get(name, ""))
+        if args.get(name) and people[name] is None:
+            bad.append(name)
+    action = args.get("action", "")
+    if action and not re.fullmatch(r"[a-z_]{1,40}", action):
+        bad.append("action")
+        action = ""
+    since = _date(args.get("since", ""), "since", bad)
+    until = _date(args.get("until", ""), "until", bad)
+    if strict and bad:
+        raise InvalidInput(_l("Unknown filter values: %(names)s.", names=", ".join(sorted(bad))))
+    return AuditFilters(record_type=record_type, record_id=record_id, actor=people["actor"],
+                        subject=people["subject"], action=action, since=since,
+                        until=until + dt.timedelta(days=1) if until else None)

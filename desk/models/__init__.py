@@ -12,6 +12,7 @@ from desk.models.people import AgentDepartment
 from desk.models.people import Department
 from desk.models.people import Role
 from desk.models.people import User
+from desk.models.privacy import BulkExport
 from desk.models.privacy import EmailChangeRequest
 from desk.models.privacy import ErasureRequest
 from desk.models.system import FileRemoval
@@ -51,6 +52,7 @@ ALL_MODELS = [
     KeyRotation,
     ApiToken,
     ApiTokenUse,
+    BulkExport,
 ]
 
 __all__ = [m.__name__ for m in ALL_MODELS] + ["ALL_MODELS", "BaseModel", "utcnow"]

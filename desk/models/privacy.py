@@ -1,4 +1,5 @@
 """Privacy requests made by people about their own data."""
+from peewee import BigIntegerField
 from peewee import CharField
 from peewee import ForeignKeyField
 from peewee import IntegerField
@@ -62,3 +63,32 @@ class ErasureRequest(BaseModel):
 
     def audit_subject_id(self) -> int | None:
         return self.user_id
+
+
+class BulkExport(BaseModel):
+    """A ZIP of everything (every module and attachment), made by a job.
+
+    Its file in the data folder is encrypted under a key of its own
+    (``wrapped_key``, wrapped by the instance key); it expires, and erasing a
+    person deletes every bulk export made before (they contain that person).
+    Progress is operational state, updated by the job without audit entries;
+    start, download, expiry and deletion are audited as events.
+    """
+
+    write_guard = False
+
+    requested_by = IntegerField(null=True)
+    status = CharField(max_length=20, default="queued", index=True)
+    rows_done = IntegerField(default=0)
+    rows_total = IntegerField(default=0)
+    files_done = IntegerField(default=0)
+    files_total = IntegerField(default=0)
+    file_name = CharField(max_length=100, default="")
+    size = BigIntegerField(default=0)
+    sha256 = CharField(max_length=64, default="")
+    wrapped_key = TextField(null=True)
+    error = TextField(default="")
+    created_at = DateTimeField(default=utcnow)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+    expires_at = DateTimeField(null=True)

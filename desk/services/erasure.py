@@ -39,6 +39,7 @@ from desk.models.privacy import ERASE_WITH_TICKETS
 from desk.models.privacy import REQUESTED
 from desk.models.privacy import RUNNING
 from desk.services import attachments as files_service
+from desk.services import bulk_export
 from desk.services import custom_fields
 from desk.services import mail
 from desk.services import people
@@ -335,6 +336,11 @@ def _step_keys(actor: Actor, req: ErasureRequest, user: User) -> None:
     crypto.destroy_record_keys_of(user.id)
 
 
+def _step_exports(actor: Actor, req: ErasureRequest, user: User) -> None:
+    """Bulk exports hold everyone: delete them (running ones are made again)."""
+    bulk_export.discard_for_erasure(actor)
+
+
 def _step_flush(actor: Actor, req: ErasureRequest, user: User) -> None:
     """SQLite keeps recent pages in its write-ahead log: fold it back in now."""
     if is_sqlite():
@@ -342,7 +348,7 @@ def _step_flush(actor: Actor, req: ErasureRequest, user: User) -> None:
 
 
 STEPS = (_step_recycle, _step_files, _step_scrub, _step_traces, _step_profile, _step_keys,
-         _step_flush)
+         _step_exports, _step_flush)
 
 
 def run(request_id: int) -> ErasureRequest:

@@ -174,3 +174,45 @@ def people_query(agent: User, module: str, q: str = "", query=None):
 
 
 PEOPLE_ORDER = (User.name, User.id)
+
+
+# -- audit log -------------------------------------------------------------------
+
+AUDIT_RECORD_TYPES = {"ticket": "Ticket", "comment": "Comment", "contact": "User", "agent": "User",
+                      "user": "User", "attachment": "Attachment", "department": "Department",
+                      "role": "Role"}
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    """The audit log's filters: ``record`` ("ticket:12"), ``actor`` and
+    ``subject`` (user ids), ``action``, and a time window [since, until)."""
+
+    record_type: str = ""
+    record_id: str = ""
+    actor: int | None = None
+    subject: int | None = None
+    action: str = ""
+    since: object = None
+    until: object = None
+
+
+def audit_query(filters: AuditFilters, query=None):
+    """Audit entries matching ``filters`` (the caller decides who may read them)."""
+    from desk.models import AuditEntry
+    query = query if query is not None else AuditEntry.select()
+    if filters.record_type:
+        query = query.where(AuditEntry.record_type == filters.record_type)
+    if filters.record_id:
+        query = query.where(AuditEntry.record_id == filters.record_id)
+    if filters.actor:
+        query = query.where(AuditEntry.actor_id == filters.actor)
+    if filters.subject:
+        query = query.where(AuditEntry.subject_id == filters.subject)
+    if filters.action:
+        query = query.where(AuditEntry.action == filters.action)
+    if filters.since:
+        query = query.where(AuditEntry.created_at >= filters.since)
+    if filters.until:
+        query = query.where(AuditEntry.created_at < filters.until)
+    return query

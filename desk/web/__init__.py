@@ -6,6 +6,7 @@ def register_blueprints(app: Flask) -> None:
     from desk.web import admin
     from desk.web import agent
     from desk.web import auth
+    from desk.web import exports
     from desk.web import fields
     from desk.web import files
     from desk.web import health
@@ -18,7 +19,7 @@ def register_blueprints(app: Flask) -> None:
     from desk.web.pages import IdConverter
 
     app.url_map.converters["id"] = IdConverter
-    for module in (auth, portal, me, agent, admin, privacy, roles, mail, fields, files, health, tokens):
+    for module in (auth, portal, me, agent, admin, privacy, roles, mail, fields, files, health, tokens, exports):
         app.register_blueprint(module.bp)
     from desk.web import api
     api.init_app(app)

@@ -1,9 +1,12 @@
 """Admin settings: departments and their members, the email change queue."""
 from flask import Blueprint
+from flask import Response
 from flask import abort
 from flask import flash
 from flask import redirect
 from flask import render_template
+from flask import request
+from flask import stream_with_context
 from flask import url_for
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -14,6 +17,8 @@ from desk.forms.auth import EmptyForm
 from desk.forms.tickets import DepartmentForm
 from desk.forms.tickets import MemberForm
 from desk.forms.profile import RejectForm
+from desk.models import utcnow
+from desk.services import bulk_export
 from desk.services import departments
 from desk.services import email_change
 from desk.services import tickets as ticket_service
@@ -114,3 +119,36 @@ def reject_email_change(request_id: int):
     email_change.reject(current_user, request_id, form.reason.data, client_ip())
     flash(_("Rejected. The person was told why."), "success")
     return redirect(url_for("admin.email_changes"))
+
+
+@bp.route("/bulk-export", methods=["GET", "POST"])
+@agent_required
+def bulk_export_page():
+    """Start the bulk export of everything; see its progress; download it."""
+    if not policy.is_admin(current_user):
+        abort(403)
+    if request.method == "POST":
+        if not EmptyForm().validate_on_submit():
+            abort(400)
+        try:
+            bulk_export.start(current_user, client_ip())
+        except DeskError as err:
+            flash(str(err), "error")
+            return redirect(url_for("admin.bulk_export_page"))
+        flash(_("Bulk export started. You will get a mail when it is ready."), "success")
+        return redirect(url_for("admin.bulk_export_page"))
+    exports = bulk_export.recent(current_user)
+    return render_template("admin/bulk_export.html", exports=exports, now=utcnow(),
+                           running=any(e.status in ("queued", "running") for e in exports))
+
+
+@bp.route("/bulk-export/<id:export_id>/download")
+@agent_required
+def bulk_export_download(export_id: int):
+    """The ZIP (decrypted as it streams); 410 once the link has expired."""
+    if not policy.is_admin(current_user):
+        abort(403)
+    stream = bulk_export.download(current_user, export_id, client_ip())
+    return Response(stream_with_context(stream), mimetype="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="desk-export-{export_id}.zip"',
+        "Cache-Control": "no-store"})

@@ -16,6 +16,7 @@ TITLES = {
     404: _l("Not found"),
     405: _l("Method not allowed"),
     409: _l("Conflict"),
+    410: _l("Gone"),
     413: _l("Too large"),
     429: _l("Too many requests"),
     500: _l("Something went wrong"),

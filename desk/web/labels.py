@@ -36,6 +36,10 @@ BUILTIN_ROLE_LABELS = {"Administrator": _l("Administrator"), "Agent": _l("Agent"
 REQUEST_STATUS_LABELS = {"requested": _l("Waiting for an administrator"), "running": _l("Running"),
                          "done": _l("Done"), "rejected": _l("Rejected")}
 
+BULK_STATUS_LABELS = {"queued": _l("Waiting to start"), "running": _l("Running"), "done": _l("Ready"),
+                      "failed": _l("Failed"), "expired": _l("Expired and deleted"),
+                      "deleted": _l("Deleted (a person was erased)")}
+
 
 def role_label(role) -> str:
     """A role's name as shown: built-in roles in the reader's language."""
