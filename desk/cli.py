@@ -1,6 +1,7 @@
 """Commands: each a thin call into services (``python app.py --help``)."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -364,6 +365,8 @@ def export(ctx: click.Context, out: str | None, module: str | None, fmt: str | N
         sys.exit(0 if ok else 1)
     if not out:
         raise click.UsageError("give --out FILE (or - for standard output), or --verify FILE")
+    if out != "-" and (os.path.isdir(out) or not os.path.isdir(os.path.dirname(os.path.abspath(out)))):
+        raise click.UsageError(f"--out {out}: not a file in an existing folder")
     app = _app(ctx)
     with app.app_context():
         with bulk_export.command_output(out) as target:

@@ -209,6 +209,8 @@ def test_the_command_writes_the_zip_a_module_or_standard_output(ctx, data, tmp_p
     bad = run_cli(ctx, "export", "--verify", str(tmp_path / "bad.zip"))
     assert bad.exit_code == 1 and bad.output.startswith("FAILED: ")
     assert run_cli(ctx, "export").exit_code == 2
+    assert run_cli(ctx, "export", "--out", str(tmp_path)).exit_code == 2
+    assert run_cli(ctx, "export", "--out", str(tmp_path / "no" / "such.zip")).exit_code == 2
 
 
 def _env(data_dir: Path, database_url: str) -> dict:
@@ -300,3 +302,29 @@ def test_a_killed_job_restarts_cleanly(big, tmp_path):
     ok, message = bulk_export.verify(tmp_path / "dl.zip")
     assert ok, message
     assert not (instance / "exports" / f".bulk-{row.id}.zip.enc.part").exists()
+
+
+def test_the_bulk_export_goes_through_the_file_store(make_app, store_settings, store_kind, request, tmp_path):
+    app = make_app(**store_settings)
+    with app.app_context():
+        db.connect(reuse_if_open=True)
+        admin = factories.admin()
+        customer = factories.end_user(email="stored@example.com")
+        ticket_service.submit(customer, SECRET_SUBJECT, "x", None, [upload("a.txt", b"attached bytes\n")])
+        row = bulk_export.run(bulk_export.start(admin).id)
+        if store_kind == "s3":
+            server = request.getfixturevalue("moto_server")
+            bucket = store_settings["STORAGE_URL"].split("/")[2]
+            objects = server.raw_objects(bucket)
+            stored = [body for key, body in objects.items() if key.endswith(row.file_name)]
+            assert len(stored) == 1 and SECRET_SUBJECT.encode() not in stored[0]
+        (tmp_path / "s.zip").write_bytes(b"".join(bulk_export.download(admin, row.id)))
+        assert bulk_export.verify(tmp_path / "s.zip")[0]
+        with zipfile.ZipFile(tmp_path / "s.zip") as archive:
+            assert any(archive.read(n) == b"attached bytes\n" for n in archive.namelist()
+                       if n.startswith("attachments/"))
+        BulkExport.update(expires_at=dt.datetime.utcnow()).where(BulkExport.id == row.id).execute()
+        bulk_export.expire_due()
+        from desk.services import storage
+        assert not storage.of(app.config).exists(row.file_name)
+        db.close()

@@ -502,6 +502,7 @@ def test_permission_matrix(role, matrix, ctx):
             resp = client.post(path, data={**m["post_data"].get(endpoint, {}), "csrf_token": token})
             assert CSRF_MESSAGE.encode() not in resp.get_data(), \
                 f"CSRF, not permission, decided {method} {path}"
+        resp.get_data()  # read it all, as a browser does (exports stream)
         got = actual_outcome(resp)
         if got != want:
             wrong.append(f"{method} {path} [{endpoint}: {rule}]: expected {want}, got {got} "

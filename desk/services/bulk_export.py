@@ -342,8 +342,6 @@ def expire_due() -> int:
     for row in BulkExport.select().where(BulkExport.status == DONE, BulkExport.expires_at <= utcnow()):
         _discard(row, EXPIRED, audit.SYSTEM, "expire")
         count += 1
-    for row in BulkExport.select().where(BulkExport.status == FAILED):
-        _remove(current_app.config, row)
     return count
 
 
