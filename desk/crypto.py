@@ -758,50 +758,50 @@ def chain_hash(prev_hash: str, payload: str) -> str:
 
 # -- files encrypted at rest (bulk exports) --------------------------------------
 
-FILE_MAGIC = b"DESKENC1"
-FILE_CHUNK = 256 * 1024
-_WRAP_FILE_AAD = b"file-key"
+EXPORT_MAGIC = b"DESKENC1"
+EXPORT_CHUNK = 256 * 1024
+_WRAP_EXPORT_AAD = b"file-key"
 
 
-def new_file_key() -> tuple[bytes, str]:
+def new_export_key() -> tuple[bytes, str]:
     """A fresh data key for one file, and its wrapped form to store beside it."""
     ring = _keyring()
     raw = AESGCM.generate_key(bit_length=256)
-    wrapped = _seal(ring.keys[ring.active], raw, _WRAP_FILE_AAD)
+    wrapped = _seal(ring.keys[ring.active], raw, _WRAP_EXPORT_AAD)
     return raw, f"{ring.active}:{base64.b64encode(wrapped).decode()}"
 
 
-def unwrap_file_key(wrapped: str) -> bytes:
+def unwrap_export_key(wrapped: str) -> bytes:
     kid, _, b64 = wrapped.partition(":")
-    return _open(_keyring().keys[kid], base64.b64decode(b64), _WRAP_FILE_AAD)
+    return _open(_keyring().keys[kid], base64.b64decode(b64), _WRAP_EXPORT_AAD)
 
 
-def _chunk_aad(index: int, final: bool) -> bytes:
-    return FILE_MAGIC + index.to_bytes(8, "big") + (b"\x01" if final else b"\x00")
+def _export_chunk_aad(index: int, final: bool) -> bytes:
+    return EXPORT_MAGIC + index.to_bytes(8, "big") + (b"\x01" if final else b"\x00")
 
 
-class EncryptedWriter(io.RawIOBase):
+class ExportWriter(io.RawIOBase):
     """A write-only stream that stores what is written to ``out`` encrypted:
     AES-256-GCM in chunks, each bound to its position, the last one marked,
     so reordering, truncation or any changed byte is detected on reading."""
 
     def __init__(self, out, key: bytes):
         self._out, self._aead, self._buffer, self._index = out, AESGCM(key), bytearray(), 0
-        out.write(FILE_MAGIC)
+        out.write(EXPORT_MAGIC)
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:
         self._buffer += data
-        while len(self._buffer) > FILE_CHUNK:
-            self._emit(bytes(self._buffer[:FILE_CHUNK]), final=False)
-            del self._buffer[:FILE_CHUNK]
+        while len(self._buffer) > EXPORT_CHUNK:
+            self._emit(bytes(self._buffer[:EXPORT_CHUNK]), final=False)
+            del self._buffer[:EXPORT_CHUNK]
         return len(data)
 
     def _emit(self, chunk: bytes, final: bool) -> None:
         nonce = os.urandom(12)
-        sealed = nonce + self._aead.encrypt(nonce, chunk, _chunk_aad(self._index, final))
+        sealed = nonce + self._aead.encrypt(nonce, chunk, _export_chunk_aad(self._index, final))
         self._out.write((b"\x01" if final else b"\x00") + len(sealed).to_bytes(4, "big") + sealed)
         self._index += 1
 
@@ -812,10 +812,10 @@ class EncryptedWriter(io.RawIOBase):
         super().close()
 
 
-def decrypt_file(source, key: bytes) -> Iterator[bytes]:
-    """The clear bytes of a file written by EncryptedWriter, chunk by chunk;
+def decrypt_export(source, key: bytes) -> Iterator[bytes]:
+    """The clear bytes of a file written by ExportWriter, chunk by chunk;
     ValueError if it was altered or cut short."""
-    if source.read(len(FILE_MAGIC)) != FILE_MAGIC:
+    if source.read(len(EXPORT_MAGIC)) != EXPORT_MAGIC:
         raise ValueError("not an encrypted desk file")
     aead, index = AESGCM(key), 0
     while True:
@@ -825,7 +825,7 @@ def decrypt_file(source, key: bytes) -> Iterator[bytes]:
         final, size = head[0] == 1, int.from_bytes(head[1:], "big")
         sealed = source.read(size)
         try:
-            yield aead.decrypt(sealed[:12], sealed[12:], _chunk_aad(index, final))
+            yield aead.decrypt(sealed[:12], sealed[12:], _export_chunk_aad(index, final))
         except (InvalidTag, ValueError):
             raise ValueError("the encrypted file was altered") from None
         if final:

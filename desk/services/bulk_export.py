@@ -263,10 +263,10 @@ def run(export_id: int) -> BulkExport:
         _beside(lambda: BulkExport.update(rows_done=p.rows_done, files_done=p.files_done).where(
             BulkExport.id == row.id).execute())
 
-    key, wrapped = crypto.new_file_key()
+    key, wrapped = crypto.new_export_key()
     try:
         with private_file(part) as fh:
-            writer = crypto.EncryptedWriter(fh, key)
+            writer = crypto.ExportWriter(fh, key)
             write_zip(writer, progress=Progress(rows_total, files_total, report=report))
             writer.close()
         with open(part, "rb") as fh:
@@ -323,7 +323,7 @@ def download(admin: User, export_id: int, ip: str = "") -> Iterator[bytes]:
         raise NotFound(_l("No such bulk export."))
     if row.status != DONE or row.expires_at <= utcnow():
         raise Gone(_l("This bulk export has expired and was deleted."))
-    key = crypto.unwrap_file_key(row.wrapped_key)
+    key = crypto.unwrap_export_key(row.wrapped_key)
     try:
         source = storage.of(current_app.config).open(key_of(row))
     except storage.ObjectMissing:
@@ -332,7 +332,7 @@ def download(admin: User, export_id: int, ip: str = "") -> Iterator[bytes]:
 
     def stream() -> Iterator[bytes]:
         with source:
-            yield from crypto.decrypt_file(source, key)
+            yield from crypto.decrypt_export(source, key)
     return stream()
 
 
