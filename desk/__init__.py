@@ -26,6 +26,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_instance(app)
     from desk import db
     db.init_app(app)
+    from desk.services import regions
+    regions.init_app(app)
     init_extensions(app)
     from desk import i18n
     i18n.init_app(app)

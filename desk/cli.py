@@ -373,3 +373,61 @@ def export(ctx: click.Context, out: str | None, module: str | None, fmt: str | N
             bulk_export.export_command(target, module, fmt, sys.stderr)
     if out != "-":
         click.echo(f"wrote {out}", err=True)
+@cli.command("region-migrate")
+@click.option("--to", "to_name", help="a region declared in desk.toml")
+@click.option("--database-url", help="an ad-hoc target store's database URL")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="the ad-hoc target's files folder")
+@click.option("--resume", is_flag=True, help="continue an interrupted move to the same target")
+@click.option("--rollback", is_flag=True, help="move back to the store the last move came from")
+@click.option("--status", "show_status", is_flag=True, help="say where the data lives and how far a move is")
+@click.pass_context
+def region_migrate(ctx, to_name, database_url, data_dir, resume, rollback, show_status) -> None:
+    """Move the help center to another region's store while it keeps serving."""
+    from desk.db import db
+    from desk.migrations import migrate
+    from desk.services import region_move
+    from desk.services import regions
+    app = _app(ctx)
+    chosen = sum(bool(x) for x in (to_name, database_url, rollback, show_status))
+    if chosen != 1 or bool(database_url) != bool(data_dir):
+        _refuse("give one of --to NAME, --database-url URL --data-dir DIR, --rollback or --status")
+    with app.app_context():
+        migrate(db.obj)
+        if show_status:
+            for key, value in region_move.status(app.config).items():
+                click.echo(f"{key}: {value}")
+            return
+        phases: dict[str, object] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            bar = phases.get(phase)
+            if bar is None:
+                for other in phases.values():
+                    other.render_finish()
+                bar = phases[phase] = click.progressbar(length=max(total, 1), label=phase,
+                                                        file=sys.stderr)
+            bar.update(done - bar.pos)
+
+        try:
+            if rollback:
+                report = region_move.rollback(app, progress=progress)
+            else:
+                target = (regions.named(app.config, to_name) if to_name else
+                          regions.Region("custom", database_url, str(data_dir)))
+                report = region_move.move(app, target, resume=resume, progress=progress)
+        except region_move.VerificationFailed as err:
+            click.echo(f"\nverification failed, nothing switched: {err}", err=True)
+            sys.exit(1)
+        except DeskError as err:
+            _refuse(str(err))
+    click.echo(f"\nmoved from {report.source} to {report.target}: {report.rows} rows, "
+               f"{report.files} files in {report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s); "
+               f"longest write pause {report.pause_seconds * 1000:.0f} ms")
+    click.echo("every app server follows by itself; set region/DESK_DATABASE_URL to the new store "
+               "in your configuration too")
+
+
+def _refuse(message: str) -> None:
+    """Bad input: a clear message and exit status 2, nothing changed."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)

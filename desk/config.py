@@ -4,6 +4,7 @@ Tests and embedders pass a mapping to ``create_app`` which wins over all three.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tomllib
@@ -23,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     "DATA_DIR": default_data_dir(),
     "DATABASE_URL": "",  # empty: sqlite:///<DATA_DIR>/desk.db
     "REGION": "default",
+    "REGIONS": {},  # [regions.NAME] database_url = ..., data_dir = ... in desk.toml
+    "FILES_DIR": "",  # empty: DATA_DIR (attachments, outbox and exports live here)
+    "REGION_ROLLBACK_DAYS": 7,  # the old store of a move is kept read-only this long
     "BASE_URL": "http://127.0.0.1:5000",
     "RETENTION_DAYS": 60,
     "BULK_EXPORT_DAYS": 7,  # days a bulk export stays downloadable
@@ -60,9 +64,13 @@ DEFAULTS: dict[str, Any] = {
 }
 
 LANGUAGES = ("en", "zh_Hans")
+# Written in the data folder when the help center moved to another region.
+REGION_POINTER = "region.json"
 
 
 def _coerce(raw: str, default: Any) -> Any:
+    if isinstance(default, dict):
+        return json.loads(raw)
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(default, int):
@@ -86,6 +94,26 @@ def load(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     settings.update(overrides)
     settings["ATTACHMENT_MAX_BYTES"] = settings["ATTACHMENT_MAX_MB"] * 2**20
     settings["ATTACHMENTS_MAX_BYTES"] = settings["UPLOAD_MAX_MB"] * 2**20
+    _apply_region(settings, explicit_url="DATABASE_URL" in overrides
+                  or os.environ.get("DESK_DATABASE_URL") is not None)
     if not settings["DATABASE_URL"]:
         settings["DATABASE_URL"] = f"sqlite:///{Path(settings['DATA_DIR']) / 'desk.db'}"
+    if not settings["FILES_DIR"]:
+        settings["FILES_DIR"] = settings["DATA_DIR"]
     return settings
+
+
+def _apply_region(settings: dict[str, Any], explicit_url: bool) -> None:
+    """The store to use: after a region move the pointer file in the data
+    folder names it; otherwise a declared region named by REGION, unless a
+    database URL was given explicitly."""
+    pointer = Path(settings["DATA_DIR"]) / REGION_POINTER
+    if pointer.is_file():
+        active = json.loads(pointer.read_text(encoding="utf-8"))
+        settings.update(REGION=active["name"], DATABASE_URL=active["database_url"],
+                        FILES_DIR=active["files_dir"])
+        return
+    declared = settings["REGIONS"].get(settings["REGION"]) if isinstance(settings["REGIONS"], dict) else None
+    if declared and not explicit_url:
+        settings["DATABASE_URL"] = declared.get("database_url", "")
+        settings["FILES_DIR"] = declared.get("data_dir", "") or settings["FILES_DIR"]

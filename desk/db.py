@@ -23,9 +23,11 @@ import logging
 import os
 import threading
 import time
+from typing import Callable
 from typing import Iterator
 
 from flask import Flask
+from flask import request
 from peewee import DatabaseProxy
 from peewee import PostgresqlDatabase
 from peewee import SqliteDatabase
@@ -140,16 +142,75 @@ def is_postgres() -> bool:
     return isinstance(db.obj, PostgresqlDatabase)
 
 
+# The write gate of a region move (desk.services.region_move): every write
+# transaction first takes this lock shared (PostgreSQL) or the write lock
+# (SQLite), so the move's short cut-over pause makes writes wait, not fail.
+GATE_LOCK_ID = 74_657_332
+# Called when this store says the help center moved; it rebinds ``db``.
+_on_moved: Callable[[], None] | None = None
+_checked = threading.local()
+FOLLOW_CHECK_SECONDS = 0.25
+
+
+def on_store_moved(callback: Callable[[], None] | None) -> None:
+    """Register what to do when the bound store has moved to another region."""
+    global _on_moved
+    _on_moved = callback
+
+
+def _has_region_state(database) -> bool:
+    known = getattr(database, "_desk_region_state", None)
+    if known is None:
+        known = database.table_exists("region_state")
+        if known:  # before migrations the answer may still change
+            database._desk_region_state = True
+    return known
+
+
+def store_moved() -> bool:
+    """True when the bound store has handed the help center to another region."""
+    if not _has_region_state(db.obj):
+        return False
+    row = db.execute_sql("SELECT status FROM region_state WHERE id = 1").fetchone()
+    return bool(row and row[0] == "moved")
+
+
+def follow_if_moved(force: bool = False) -> bool:
+    """Reconnect to the new store if this one moved; checked at most every
+    FOLLOW_CHECK_SECONDS per thread unless ``force``. True if it moved."""
+    now = time.monotonic()
+    if not force and now - getattr(_checked, "at", 0.0) < FOLLOW_CHECK_SECONDS:
+        return False
+    _checked.at = now
+    if _on_moved is None or not store_moved():
+        return False
+    _on_moved()
+    return True
+
+
 @contextlib.contextmanager
 def write_transaction() -> Iterator[None]:
     """A transaction that will write: on SQLite it takes the write lock first
-    (BEGIN IMMEDIATE) so two writers never deadlock on a lock upgrade."""
-    if is_sqlite() and not db.in_transaction():
-        with db.obj.write_queue.turn(), db.atomic("IMMEDIATE"):
-            yield
-    else:
+    (BEGIN IMMEDIATE) so two writers never deadlock on a lock upgrade. It also
+    passes the region move's gate: during a cut-over it waits, and if the store
+    moved meanwhile it runs on the new store instead."""
+    if db.in_transaction():
         with db.atomic():
             yield
+        return
+    for _attempt in range(3):
+        if is_sqlite():
+            turn, begin = db.obj.write_queue.turn(), db.atomic("IMMEDIATE")
+        else:
+            turn, begin = contextlib.nullcontext(), db.atomic()
+        with turn, begin:
+            if is_postgres() and _has_region_state(db.obj):
+                db.execute_sql("SELECT pg_advisory_xact_lock_shared(%s)", (GATE_LOCK_ID,))
+            if _on_moved is None or not store_moved():
+                yield
+                return
+        _on_moved()
+    raise RuntimeError("the data store moved more than once during one write")
 
 
 _cursor_names = itertools.count(1)
@@ -198,6 +259,13 @@ def init_app(app: Flask) -> None:
     query and gives it back at the end."""
     init_logging()
     bind(app.config["DATABASE_URL"])
+
+    @app.before_request
+    def _follow_a_move() -> None:
+        # One primary-key read per request (not for static files or the
+        # liveness probe): no page reads a store that has moved away.
+        if request.endpoint not in ("static", "health.healthz"):
+            follow_if_moved()
 
     @app.teardown_appcontext
     def _close(exc: BaseException | None) -> None:

@@ -24,6 +24,7 @@ from desk.services import erasure
 from desk.services import mail
 from desk.services import purge
 from desk.services import tokens
+from desk.services import region_move
 
 log = logging.getLogger("desk.jobs")
 
@@ -71,6 +72,8 @@ def remind_token_expiry() -> None:
 
 def encrypt_files() -> None:
     attachments.encrypt_stored(current_app.config)
+def wipe_old_region() -> None:
+    region_move.wipe_expired(current_app._get_current_object())
 
 
 def renew_lease() -> None:
@@ -88,6 +91,7 @@ JOBS = (
     Job("encrypt-files", encrypt_files, 600, first_after=120),
     Job("bulk-exports", run_bulk_exports, 20, first_after=10),
     Job("expire-bulk-exports", expire_bulk_exports, 600, first_after=120),
+    Job("wipe-old-region", wipe_old_region, 3600, first_after=600),
 )
 
 

@@ -19,6 +19,8 @@ from desk.models.system import FileRemoval
 from desk.models.system import Lease
 from desk.models.system import MailMessage
 from desk.models.system import RecordKey
+from desk.models.system import RegionJournal
+from desk.models.system import RegionState
 from desk.models.system import Setting
 from desk.models.system import SubjectKey
 from desk.models.tickets import Attachment
@@ -53,6 +55,8 @@ ALL_MODELS = [
     ApiToken,
     ApiTokenUse,
     BulkExport,
+    RegionState,
+    RegionJournal,
 ]
 
 __all__ = [m.__name__ for m in ALL_MODELS] + ["ALL_MODELS", "BaseModel", "utcnow"]

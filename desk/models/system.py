@@ -85,3 +85,37 @@ class FileRemoval(BaseModel):
 
     stored_name = CharField(max_length=64, unique=True)
     created_at = DateTimeField(default=utcnow)
+
+
+class RegionState(BaseModel):
+    """This data store's place among the hosting regions: one row (id 1).
+
+    ``status`` is "active" (the live store), "incoming" (a move is copying
+    into it), or "moved" (the help center now lives in the ``peer`` store; app
+    processes that find this follow it, and database triggers refuse writes).
+    On the live store after a move, ``peer`` names the previous store, kept for
+    a rollback until ``wipe_after`` and then wiped. ``peer_url`` is sealed.
+    Written only by desk.services.region_move (operational, like leases).
+    """
+
+    write_guard = False
+
+    name = CharField(max_length=100, default="")
+    status = CharField(max_length=20, default="active")
+    peer_name = CharField(max_length=100, default="")
+    peer_url = TextField(default="")
+    peer_files = TextField(default="")
+    phase = CharField(max_length=40, default="")
+    progress = TextField(default="{}")
+    wipe_after = DateTimeField(null=True)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class RegionJournal(BaseModel):
+    """Changes made while a move copies: (table, primary key as JSON), written
+    by database triggers in the same transaction as each change."""
+
+    write_guard = False
+
+    tbl = CharField(max_length=100)
+    pk = TextField()

@@ -1,0 +1,353 @@
+"""Moving the help center to another region's store while it keeps serving.
+
+1. prepare: reach the target, apply migrations, refuse one that holds data;
+2. copy: journal triggers on, every table from one snapshot, every file;
+3. catch up: re-apply journalled changes until little is left;
+4. cut over: a short write pause (writes wait at desk.db's gate), the last
+   catch-up, verification of every table and file, then the switch: the old
+   store says "moved" (its triggers refuse writes from then on) and every app
+   process follows it to the new store (desk.services.regions.follow);
+5. afterwards the old store stays, read-only, for the rollback window, and is
+   then wiped by the scheduler.
+
+The state lives in both stores' region_state rows, so a killed move runs again
+from where it can (``--resume``) and never leaves two stores taking writes.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import zlib
+import signal
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from flask import Flask
+from flask_babel import lazy_gettext as _l
+
+from desk import audit
+from desk.db import GATE_LOCK_ID
+from desk.db import db
+from desk.db import open_database
+from desk.errors import Conflict
+from desk.errors import DeskError
+from desk.errors import InvalidInput
+from desk.migrations import migrate
+from desk.models import RegionState
+from desk.models import utcnow
+from desk.services import regions
+from desk.services import replication
+from desk.services.regions import Region
+
+LOCK_NAME = "region-move"
+CATCH_UP_ROUNDS = 10
+SMALL_LAG = 200  # journalled changes left before the pause
+
+Progress = Callable[[str, int, int], None]  # phase, done, total
+
+
+def _checkpoint(name: str) -> None:
+    """A named step where the crash tests kill the move (DESK_REGION_MOVE_KILL_AT)."""
+    if os.environ.get("DESK_REGION_MOVE_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class VerificationFailed(DeskError):
+    """The copy differs from the source: nothing was switched."""
+
+
+@dataclass
+class Report:
+    source: str
+    target: str
+    rows: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    pause_seconds: float = 0.0
+    catch_up_rounds: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+# -- state in both stores -------------------------------------------------------
+
+def _state(database) -> dict:
+    row = database.execute_sql(
+        "SELECT name, status, peer_name, peer_url, peer_files, phase FROM region_state WHERE id = 1"
+    ).fetchone()
+    keys = ("name", "status", "peer_name", "peer_url", "peer_files", "phase")
+    return dict(zip(keys, row)) if row else {}
+
+
+def _set_state(database, **values) -> None:
+    values["updated_at"] = utcnow()
+    p = "%s" if _is_pg(database) else "?"
+    cols = ", ".join(f'"{k}" = {p}' for k in values)
+    database.execute_sql(f"UPDATE region_state SET {cols} WHERE id = 1", list(values.values()))
+
+
+def _is_pg(database) -> bool:
+    from peewee import PostgresqlDatabase
+    return isinstance(database, PostgresqlDatabase)
+
+
+def _peer(region: Region) -> dict:
+    return {"peer_name": region.name, "peer_url": regions.seal_url(region.database_url),
+            "peer_files": region.files_dir}
+
+
+def _connect(region: Region):
+    """The target's database, connected, or a clear InvalidInput."""
+    if region.engine == "SQLite":
+        Path(region.location).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        target = open_database(region.database_url)
+        target.connect(reuse_if_open=True)
+        target.execute_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any driver error means "cannot reach it"
+        raise InvalidInput(_l("Cannot reach the target database (%(error)s).",
+                              error=type(exc).__name__)) from None
+    return target
+
+
+def _holds_data(database) -> bool:
+    return any(database.execute_sql(f'SELECT 1 FROM "{name}" LIMIT 1').fetchone()
+               for name in ("user", "ticket", "department", "attachment"))
+
+
+def status(config) -> dict:
+    """Where this help center lives and how far a move has come."""
+    import json
+    row = RegionState.get_or_none(RegionState.id == 1)
+    info = regions.describe(config)
+    if row is not None:
+        info.update(status=row.status, phase=row.phase, peer=row.peer_name,
+                    wipe_after=row.wipe_after, progress=json.loads(row.progress or "{}"))
+    return info
+
+
+def _record_progress(phase: str, done: int, total: int) -> None:
+    import json
+    RegionState.update(phase=phase, progress=json.dumps({"done": done, "total": total}),
+                       updated_at=utcnow()).where(RegionState.id == 1).execute()
+
+
+# -- the move --------------------------------------------------------------------
+
+def move(app: Flask, target: Region, actor: audit.Actor = audit.SYSTEM, resume: bool = False,
+         progress: Progress = lambda phase, done, total: None) -> Report:
+    """Move the help center from its active store to ``target`` (see module doc)."""
+    source = regions.active(app.config)
+    here = _state(db.obj)
+    if here.get("status") == "moved" or here.get("phase") == "switched":
+        # Killed after the switch: only the last steps remain.
+        peer = regions.open_url(here.get("peer_url") or "")
+        if here.get("status") == "moved" and peer != target.database_url:
+            raise Conflict(_l("This store has already moved to region %(name)s.", name=here["peer_name"]))
+        return _finish(app, source, target, actor, Report(source.name, target.name))
+    if source.database_url == target.database_url:
+        raise InvalidInput(_l("The help center already lives in that store."))
+    dst = _connect(target)
+    # The engine reads the source on a connection of its own: its long snapshot,
+    # the move's lock and the pause never mix with this process's own writes.
+    src = open_database(source.database_url)
+    try:
+        with _move_lock(src, source) as got:
+            if not got:
+                raise Conflict(_l("A region move is already running."))
+            return _copy_and_switch(app, source, target, src, dst, actor, resume, progress)
+    finally:
+        src.close()
+        dst.close()
+
+
+@contextlib.contextmanager
+def _move_lock(src, source: Region) -> Iterator[bool]:
+    """One move at a time, released even when the process is killed: an
+    advisory lock of the source's own session, or a lock on a file beside the
+    SQLite database."""
+    if _is_pg(src):
+        key = zlib.crc32(LOCK_NAME.encode())
+        got = src.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+        try:
+            yield got
+        finally:
+            if got:
+                src.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+        return
+    path = Path(source.location + ".region-move.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> Report:
+    report = Report(source.name, target.name)
+    started = time.monotonic()
+    migrate(dst)
+    here = _state(src)
+    continuing = (here.get("phase") not in ("", "done", "wiped", None)
+                  and regions.open_url(here.get("peer_url") or "") == target.database_url)
+    if _holds_data(dst) and not (resume and continuing):
+        hint = _l(" Run it again with --resume to continue the interrupted move.") if continuing else ""
+        raise Conflict(_l("The target database already holds data; choose an empty one.") + hint)
+    if _state(dst).get("status") == "moved":
+        raise Conflict(_l("The target store has handed its data to another store; it cannot take a move."))
+    _set_state(dst, name=target.name, status="incoming", phase="", peer_name="", peer_url="",
+               peer_files="")
+    if not continuing:
+        audit.record(actor, "region.move_started", "region", target.name,
+                     details={"from": source.name, "to": target.name})
+    _set_state(src, phase="copy", **_peer(target))
+    replication.install_triggers(src)
+    _checkpoint("after-triggers")
+
+    total = sum(replication.count_rows(src).values()) + replication.count_files(Path(source.files_dir))
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        progress("copy", done, total)
+        _checkpoint("mid-copy")
+        if done % 50_000 < n:
+            _record_progress("copy", done, total)
+
+    report.rows = replication.copy_tables(src, dst, step)
+    files = replication.FileSync(Path(source.files_dir), Path(target.files_dir))
+    files.sync(step)
+    _record_progress("catch-up", done, total)
+    for report.catch_up_rounds in range(1, CATCH_UP_ROUNDS + 1):
+        replication.catch_up(src, dst)
+        files.sync()
+        progress("catch-up", report.catch_up_rounds, CATCH_UP_ROUNDS)
+        if replication.pending_changes(src) < SMALL_LAG:
+            break
+    _record_progress("verify", done, total)
+    progress("verify", 0, 1)
+    checked = replication.verify_all(src, dst)
+    changed_since = replication.catch_up(src, dst)
+    files.sync()
+    report.pause_seconds = _cut_over(app, src, dst, source, target, checked, changed_since, files)
+    _checkpoint("after-switch")
+    report.files = len(files.seen)
+    report.seconds = time.monotonic() - started
+    return _finish(app, source, target, actor, report)
+
+
+@contextlib.contextmanager
+def _paused(src) -> Iterator[None]:
+    """Hold every writer of the source: PostgreSQL's gate lock taken exclusively
+    (writers take it shared), or SQLite's write lock."""
+    if _is_pg(src):
+        src.execute_sql("SELECT pg_advisory_lock(%s)", (GATE_LOCK_ID,))
+        try:
+            yield
+        finally:
+            src.execute_sql("SELECT pg_advisory_unlock(%s)", (GATE_LOCK_ID,))
+    else:
+        with src.atomic("IMMEDIATE"):
+            yield
+
+
+def _cut_over(app, src, dst, source: Region, target: Region, checked, changed_since, files) -> float:
+    """The write pause: last catch-up, verification, switch. Returns its length."""
+    started = time.monotonic()
+    with _paused(src):
+        for table, keys in replication.catch_up(src, dst).items():
+            changed_since.setdefault(table, set()).update(keys)
+        files.sync(delete=True)
+        _checkpoint("in-pause")
+        problems = replication.verify_final(src, dst, checked, changed_since) + files.differences()
+        if problems:
+            raise VerificationFailed("; ".join(problems[:10]))
+        with dst.atomic():
+            replication.reset_sequences(dst)
+            wipe_after = utcnow() + dt.timedelta(days=app.config["REGION_ROLLBACK_DAYS"])
+            _set_state(dst, status="active", phase="switched", wipe_after=wipe_after, **_peer(source))
+        # The switch: one committed row. From here the source refuses writes.
+        _set_state(src, status="moved", phase="switched", **_peer(target))
+    return time.monotonic() - started
+
+
+def _finish(app, source: Region, target: Region, actor, report: Report) -> Report:
+    """After the switch (also when a killed move runs again): follow the move
+    in this process, and record it on the new store."""
+    regions.follow(app)
+    row = RegionState.get(RegionState.id == 1)
+    if row.phase == "switched":
+        audit.record(actor, "region.moved", "region", target.name,
+                     details={"from": source.name, "to": target.name, "rows": report.rows,
+                              "files": report.files,
+                              "pause_ms": round(report.pause_seconds * 1000)})
+        RegionState.update(phase="done", progress="{}").where(RegionState.id == 1).execute()
+    return report
+
+
+# -- rollback and wipe -----------------------------------------------------------
+
+def rollback(app: Flask, actor: audit.Actor = audit.SYSTEM, progress: Progress = lambda *a: None) -> Report:
+    """Move back to the store the last move came from, while it is still kept."""
+    row = RegionState.get_or_none(RegionState.id == 1)
+    if row is None or not row.peer_url or row.wipe_after is None or row.status != "active":
+        raise InvalidInput(_l("There is no earlier store to roll back to."))
+    previous = regions.peer_of(row)
+    old = _connect(previous)
+    if _state(old).get("status") != "moved":
+        raise Conflict(_l("The earlier store is not a moved-away copy; it will not be overwritten."))
+    replication.drop_triggers(old)
+    with old.atomic():
+        for t in reversed(replication.tables()):
+            old.execute_sql(f'DELETE FROM "{t.name}"')
+        old.execute_sql("DELETE FROM region_journal")
+        _set_state(old, status="incoming", phase="")
+    old.close()
+    audit.record(actor, "region.rollback_started", "region", previous.name,
+                 details={"from": row.name, "to": previous.name})
+    return move(app, previous, actor, resume=True, progress=progress)
+
+
+def wipe_expired(app: Flask, now: dt.datetime | None = None) -> str | None:
+    """Wipe the old store of a move once its rollback window has passed:
+    tables dropped (a one-row marker stays on PostgreSQL so stale servers
+    follow), SQLite files deleted, files removed. Returns the region wiped."""
+    row = RegionState.get_or_none(RegionState.id == 1)
+    now = now or utcnow()
+    if row is None or not row.peer_url or row.wipe_after is None or row.wipe_after > now:
+        return None
+    old = regions.peer_of(row)
+    database = _connect(old)
+    if _state(database).get("status") != "moved":
+        raise Conflict(_l("The earlier store is not a moved-away copy; it will not be wiped."))
+    if old.engine == "SQLite":
+        database.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(old.location + suffix).unlink(missing_ok=True)
+    else:
+        with database.atomic():
+            for t in reversed(replication.tables()):
+                database.execute_sql(f'DROP TABLE IF EXISTS "{t.name}" CASCADE')
+            database.execute_sql('DROP TABLE IF EXISTS "region_journal", "schema_migration" CASCADE')
+            database.execute_sql("DROP FUNCTION IF EXISTS desk_region_journal() CASCADE")
+        database.close()
+    files = replication.remove_files(Path(old.files_dir))
+    RegionState.update(peer_name="", peer_url="", peer_files="", wipe_after=None,
+                       phase="wiped").where(RegionState.id == 1).execute()
+    audit.record(audit.SYSTEM, "region.wiped", "region", old.name,
+                 details={"region": old.name, "files": files})
+    return old.name

@@ -1,0 +1,343 @@
+"""Hosting regions and the online move between stores (DESIGN promise 1).
+
+A move copies a populated help center (every table, files, audit chain, an
+erased person, queued mail) to another store while it keeps serving, verifies
+it and switches; these tests check the copy row by row, the switch (the old
+store refuses writes, app processes follow), bad input (exit status 2, nothing
+changed), kills at every step followed by a rerun, rollback and the wipe.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from desk import audit
+from desk.cli import cli
+from desk import db as database
+from desk.db import db
+from desk.db import open_database
+from desk.models import AuditEntry
+from desk.models import RegionState
+from desk.models import Ticket
+from desk.models import utcnow
+from desk.services import departments
+from desk.services import email_change
+from desk.services import erasure
+from desk.services import region_move
+from desk.services import regions
+from desk.services import replication
+from desk.services import settings
+from desk.services import tickets as ticket_service
+from desk.services.attachments import Upload
+from tests import factories
+from tests.conftest import PG_URL
+from tests.conftest import _pg_admin_connect
+from tests.conftest import _with_database
+from tests.conftest import signed_in
+from tests.serverproc import ROOT
+from tests.serverproc import DeskServer
+from tests.serverproc import csrf_token
+from tests.serverproc import make_opener
+from tests.serverproc import request as http_request
+
+
+@pytest.fixture
+def pg_store(request):
+    """Makes fresh, empty PostgreSQL databases for target stores; drops them after."""
+    if not PG_URL:
+        request.getfixturevalue("pg_database")  # skips or fails like every PostgreSQL test
+    made = []
+
+    def make() -> str:
+        name = f"desk_region_{uuid.uuid4().hex[:10]}"
+        conn = _pg_admin_connect()
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        made.append(name)
+        return _with_database(PG_URL, name)
+    yield make
+    conn = _pg_admin_connect()
+    with conn.cursor() as cur:
+        for name in made:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def target_url(kind: str, tmp_path: Path, pg_store) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'target' / 'desk.db'}"
+    return pg_store()
+
+
+def run_cli(app, *args):
+    result = CliRunner().invoke(cli, list(args), obj={"app": app})
+    if result.exception and not isinstance(result.exception, SystemExit):
+        import traceback
+        traceback.print_exception(result.exception)
+    return result
+
+
+def upload(name: str, body: bytes) -> Upload:
+    return Upload(name, io.BytesIO(body), "text/plain")
+
+
+def populate(app) -> dict:
+    """A small help center with something in every table that a move copies."""
+    with app.app_context():
+        db.connect(reuse_if_open=True)
+        admin = factories.admin("Ada Admin")
+        agent = factories.agent("Alan Agent")
+        dept = factories.department("Billing")
+        ann = factories.end_user("Ann Customer", "ann@example.com")
+        gone = factories.end_user("Gus Gone", "gus@example.com")
+        made = []
+        for n in range(12):
+            t = ticket_service.submit(ann, f"Order {n} 订单", f"Line one\nline two {n}", None,
+                                      [upload(f"note-{n}.txt", f"file {n} 内容".encode())])
+            ticket_service.reply(admin, t.id, f"Reply {n} with \"quotes\"")
+            made.append(t.id)
+        ticket_service.submit(gone, "Please forget me", "call me on 555 0100", None,
+                              [upload("gus.txt", b"gus file")])
+        erasure.anonymize_now(audit.SYSTEM, gone)
+        departments.add_member(admin, dept.id, agent.id)
+        email_change.request_change(ann, "ann.new@example.com")
+        settings.put(audit.SYSTEM, "retention_days", 45)
+        ticket_service.delete_ticket(admin, made[-1])  # something in the recycle bin
+        db.close()
+    return {"tickets": made, "department": dept.id}
+
+
+def table_counts(url: str) -> dict[str, int]:
+    database = open_database(url)
+    try:
+        return replication.count_rows(database)
+    finally:
+        database.close()
+
+
+def files_of(root: Path) -> dict[str, str]:
+    found = {}
+    for area in replication.FILE_AREAS:
+        for path in (root / area).rglob("*"):
+            if path.is_file():
+                found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def region_config(name: str, url: str, files: Path) -> dict:
+    return {"REGIONS": {name: {"database_url": url, "data_dir": str(files)}}}
+
+
+@pytest.mark.parametrize("target_kind", ["sqlite", "postgres"])
+def test_a_move_copies_every_row_and_file_then_switches(make_app, backend, target_kind, tmp_path,
+                                                         pg_store):
+    url = target_url(target_kind, tmp_path, pg_store)
+    files = tmp_path / "eu-files"
+    app = make_app(**region_config("eu", url, files))
+    populate(app)
+    source_url = app.config["DATABASE_URL"]
+    source_files = files_of(Path(app.config["FILES_DIR"]))
+    before = table_counts(source_url)
+    assert all(before[t.name] > 0 for t in replication.tables()  # noqa
+               if t.name not in ("lease", "file_removal")), \
+        {k: v for k, v in before.items() if not v}
+
+    result = run_cli(app, "region-migrate", "--to", "eu")
+    assert result.exit_code == 0, result.output
+    assert "moved from" in result.output
+
+    # every row and every file is there, the same (plus the move's own two audit entries)
+    after = table_counts(url)
+    assert after.pop("audit_entry") == before.pop("audit_entry") + 2
+    assert after == before
+    assert files_of(files) == source_files
+    # the process that moved follows the new store, and so does the next start
+    assert app.config["DATABASE_URL"] == url
+    pointer = json.loads((Path(app.config["DATA_DIR"]) / "region.json").read_text())
+    assert pointer["name"] == "eu" and pointer["database_url"] == url
+    assert oct((Path(app.config["DATA_DIR"]) / "region.json").stat().st_mode)[-3:] == "600"
+    with app.app_context():
+        ok, message = audit.verify()
+        assert ok, message
+        moved = AuditEntry.select().where(AuditEntry.action == "region.moved").get()
+        assert json.loads(moved.changes)["to"] == "eu"
+        assert RegionState.get_by_id(1).status == "active"
+        # the new store takes writes
+        ann = factories.end_user("Newcomer")
+        assert Ticket.select().count() > 0 and ann.id
+    # the old store says where the help center went, and refuses writes
+    old = open_database(source_url)
+    assert old.execute_sql("SELECT status FROM region_state").fetchone()[0] == "moved"
+    with pytest.raises(Exception, match="moved to another region"):
+        with old.atomic():
+            old.execute_sql("UPDATE ticket SET subject = 'split brain'")
+    old.close()
+
+
+def test_an_app_bound_to_the_old_store_follows_the_move(make_app, backend, tmp_path, pg_store):
+    url = target_url("postgres", tmp_path, pg_store)
+    app = make_app(**region_config("eu", url, tmp_path / "eu-files"))
+    ids = populate(app)
+    # a second app process of the same instance, started before the move
+    other = make_app()
+    other_client = other.test_client()
+    result = run_cli(app, "region-migrate", "--to", "eu")
+    assert result.exit_code == 0, result.output
+    with other.app_context():
+        database.bind(other.config["DATABASE_URL"])  # the other process still holds the old store
+    time.sleep(0.3)  # its next check
+    agent = None
+    with other.app_context():
+        from desk.models import User
+        agent = User.get(User.name == "Alan Agent")
+    browser = signed_in(other, agent)
+    page = browser.get(f"/agent/tickets/{ids['tickets'][0]}")
+    assert page.status_code == 200
+    assert other.config["DATABASE_URL"] == url
+    assert other_client is not None
+
+
+def test_bad_input_is_refused_with_status_2_and_changes_nothing(make_app, backend, tmp_path, pg_store):
+    full = pg_store()
+    app = make_app(REGIONS={"full": {"database_url": full, "data_dir": str(tmp_path / "f")},
+                            "nowhere": {"database_url": "postgresql://desk@127.0.0.1:1/none",
+                                        "data_dir": str(tmp_path / "n")}})
+    populate(app)
+    # a target that already holds a help center
+    other = make_app(DATABASE_URL=full, DATA_DIR=str(tmp_path / "other"))
+    with other.app_context():
+        factories.end_user("Someone Else")
+    database.bind(app.config["DATABASE_URL"])
+    before = table_counts(app.config["DATABASE_URL"])
+
+    for args, says in ((["--to", "mars"], "No region named mars"),
+                       (["--to", "nowhere"], "Cannot reach the target"),
+                       (["--to", "full"], "already holds data"),
+                       ([], "give one of"),
+                       (["--database-url", full], "give one of")):
+        result = run_cli(app, "region-migrate", *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert says in result.output, (args, result.output)
+
+    with app.app_context():
+        db.connect(reuse_if_open=True)
+        state = RegionState.get_by_id(1)
+        assert state.status == "active" and state.phase == ""
+        # a move already running elsewhere
+        elsewhere = open_database(app.config["DATABASE_URL"])
+        with region_move._move_lock(elsewhere, regions.active(app.config)) as held:
+            assert held
+            fresh = pg_store()
+            result = CliRunner().invoke(cli, ["region-migrate", "--database-url", fresh,
+                                              "--data-dir", str(tmp_path / "x")], obj={"app": app})
+        elsewhere.close()
+        assert result.exit_code == 2 and "already running" in result.output, result.output
+    assert table_counts(app.config["DATABASE_URL"]) == before
+    assert not (Path(app.config["DATA_DIR"]) / "region.json").exists()
+
+
+def test_rollback_moves_back_with_what_was_written_since(make_app, backend, tmp_path, pg_store):
+    url = target_url("postgres", tmp_path, pg_store)
+    app = make_app(**region_config("eu", url, tmp_path / "eu-files"))
+    populate(app)
+    home = app.config["DATABASE_URL"]
+    assert run_cli(app, "region-migrate", "--to", "eu").exit_code == 0
+    with app.app_context():
+        factories.end_user("Written In EU", "eu@example.com")
+    result = run_cli(app, "region-migrate", "--rollback")
+    assert result.exit_code == 0, result.output
+    assert app.config["DATABASE_URL"] == home
+    with app.app_context():
+        from desk.models import User
+        assert User.get_or_none(User.email == "eu@example.com") is not None
+        ok, message = audit.verify()
+        assert ok, message
+    here, there = table_counts(home), table_counts(url)
+    assert here.pop("audit_entry") == there.pop("audit_entry") + 1  # "moved", written after the switch
+    assert here == there
+
+
+def test_the_old_store_is_wiped_after_the_rollback_window(make_app, backend, tmp_path, pg_store):
+    url = target_url("postgres", tmp_path, pg_store)
+    app = make_app(**region_config("eu", url, tmp_path / "eu-files"))
+    populate(app)
+    home, home_files = app.config["DATABASE_URL"], Path(app.config["FILES_DIR"])
+    assert files_of(home_files)
+    assert run_cli(app, "region-migrate", "--to", "eu").exit_code == 0
+    with app.app_context():
+        assert region_move.wipe_expired(app) is None  # the window is still open
+        later = utcnow() + dt.timedelta(days=app.config["REGION_ROLLBACK_DAYS"], hours=1)
+        assert region_move.wipe_expired(app, now=later) == "default"
+        assert AuditEntry.select().where(AuditEntry.action == "region.wiped").count() == 1
+        assert run_cli(app, "region-migrate", "--rollback").exit_code == 2
+    assert files_of(home_files) == {}
+    if home.startswith("sqlite"):
+        assert not Path(home.split(":///", 1)[1]).exists()
+    else:
+        old = open_database(home)
+        names = {r[0] for r in old.execute_sql(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        old.close()
+        assert names == {"region_state"}
+
+
+KILL_POINTS = ("after-triggers", "mid-copy", "in-pause", "after-switch")
+
+
+def _cli_env(data_dir: Path, url: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESK_")}
+    env.update(DESK_DATA_DIR=str(data_dir), DESK_DATABASE_URL=url,
+               DESK_ARGON2_TIME_COST="1", DESK_ARGON2_MEMORY_COST="64")
+    return env
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_move_killed_at_any_step_finishes_when_run_again(make_app, backend, tmp_path, pg_store, point):
+    url = pg_store()
+    data_dir = tmp_path / "instance"
+    app = make_app(DATA_DIR=str(data_dir))
+    populate(app)
+    source = app.config["DATABASE_URL"]
+    before = table_counts(source)
+    base = ["--database-url", url, "--data-dir", str(tmp_path / "eu-files")]
+    env = _cli_env(data_dir, source)
+    killed = subprocess.run([sys.executable, "app.py", "region-migrate", *base], cwd=ROOT,
+                            env=dict(env, DESK_REGION_MOVE_KILL_AT=point), capture_output=True,
+                            timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    again = [sys.executable, "app.py", "region-migrate", *base]
+    if point in ("mid-copy", "in-pause"):
+        refused = subprocess.run(again, cwd=ROOT, env=env, capture_output=True, timeout=120)
+        assert refused.returncode == 2 and b"--resume" in refused.stderr, refused.stderr
+        again.append("--resume")
+    # PostgreSQL may take a moment to notice the dead session's lock
+    for _ in range(20):
+        done = subprocess.run(again, cwd=ROOT, env=env, capture_output=True, timeout=120)
+        if b"already running" not in done.stderr:
+            break
+        time.sleep(0.5)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    after = table_counts(url)
+    assert {k: v for k, v in after.items() if k != "audit_entry"} == \
+           {k: v for k, v in before.items() if k != "audit_entry"}
+    assert after["audit_entry"] >= before["audit_entry"] + 2  # move started, moved
+    check = subprocess.run([sys.executable, "app.py", "audit-verify"], cwd=ROOT, env=env,
+                           capture_output=True, timeout=60)
+    assert check.returncode == 0 and b"OK" in check.stdout, check.stdout + check.stderr
+    pointer = json.loads((data_dir / "region.json").read_text())
+    assert pointer["database_url"] == url
