@@ -394,7 +394,7 @@ def region_migrate(ctx, to_name, database_url, data_dir, resume, rollback, show_
     with app.app_context():
         migrate(db.obj)
         if show_status:
-            for key, value in region_move.status(app.config).items():
+            for key, value in region_move.describe_move(app.config).items():
                 click.echo(f"{key}: {value}")
             return
         phases: dict[str, object] = {}

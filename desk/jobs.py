@@ -76,6 +76,10 @@ def wipe_old_region() -> None:
     region_move.wipe_expired(current_app._get_current_object())
 
 
+def run_requested_move() -> None:
+    region_move.run_requested(current_app._get_current_object())
+
+
 def renew_lease() -> None:
     """Nothing of its own: running it keeps the lease alive between other jobs."""
 
@@ -92,6 +96,7 @@ JOBS = (
     Job("bulk-exports", run_bulk_exports, 20, first_after=10),
     Job("expire-bulk-exports", expire_bulk_exports, 600, first_after=120),
     Job("wipe-old-region", wipe_old_region, 3600, first_after=600),
+    Job("region-move", run_requested_move, 30, first_after=30),
 )
 
 

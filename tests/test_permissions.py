@@ -203,6 +203,7 @@ RULES = {
     "privacy.purge_now": "{module}:delete+recycle_bin:delete",
     "privacy.erasure_queue": "settings:manage",
     "privacy.settings_page": "settings:manage",
+    "regions.region_page": "settings:manage",
 
     "admin.department_list": "departments:manage",
     "admin.add_member": "departments:manage",

@@ -50,6 +50,7 @@ from tests.conftest import _with_database
 from tests.conftest import signed_in
 from tests.serverproc import ROOT
 from tests.serverproc import DeskServer
+from tests.serverproc import running_server
 from tests.serverproc import csrf_token
 from tests.serverproc import make_opener
 from tests.serverproc import request as http_request
@@ -341,3 +342,128 @@ def test_a_move_killed_at_any_step_finishes_when_run_again(make_app, backend, tm
     assert check.returncode == 0 and b"OK" in check.stdout, check.stdout + check.stderr
     pointer = json.loads((data_dir / "region.json").read_text())
     assert pointer["database_url"] == url
+
+
+class Customer(threading.Thread):
+    """A customer who keeps opening tickets, replying and reading pages on a
+    running server; remembers every write the server acknowledged."""
+
+    def __init__(self, server: DeskServer, email: str):
+        super().__init__(daemon=True)
+        self.server, self.email = server, email
+        self.opener = server.opener()
+        self.stop = threading.Event()
+        self.acknowledged: list[str] = []
+        self.statuses: dict[int, int] = {}
+        self.longest_write = 0.0
+        self.errors: list[str] = []
+
+    def call(self, path: str, data: dict | None = None):
+        started = time.monotonic()
+        status, headers, body = http_request(self.opener, self.server.base_url + path, data, timeout=30)
+        if data is not None:
+            self.longest_write = max(self.longest_write, time.monotonic() - started)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if status >= 500:
+            self.errors.append(f"{status} on {path}: {body[:300]!r}")
+        return status, headers, body
+
+    def run(self) -> None:
+        _s, _h, page = self.call("/login")
+        status, _h, _b = self.call("/login", {"email": self.email, "password": factories.PASSWORD,
+                                              "csrf_token": csrf_token(page)})
+        assert status == 302
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            _s, _h, page = self.call("/tickets/new")
+            subject = f"live ticket {n}"
+            status, headers, _b = self.call("/tickets/new", {
+                "subject": subject, "description": "written during the move",
+                "csrf_token": csrf_token(page)})
+            if status == 302:
+                self.acknowledged.append(subject)
+                ticket = headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+                _s, _h, page = self.call(f"/my/tickets/{ticket}")
+                status, _h, _b = self.call(f"/my/tickets/{ticket}", {
+                    "body": f"reply to {subject}", "csrf_token": csrf_token(page)})
+                if status == 302:
+                    self.acknowledged.append(f"reply to {subject}")
+            self.call("/my/tickets")
+
+
+def test_a_live_help_center_moves_while_a_customer_keeps_writing(make_app, backend, tmp_path, pg_store):
+    data_dir = tmp_path / "instance"
+    app = make_app(DATA_DIR=str(data_dir))
+    populate(app)
+    source = app.config["DATABASE_URL"]
+    target = pg_store()
+    db.close()
+    env = {"DESK_DATABASE_URL": source}
+    with running_server(data_dir, env=env) as server:
+        customer = Customer(server, "ann@example.com")
+        customer.start()
+        time.sleep(1.5)
+        move = subprocess.run(
+            [sys.executable, "app.py", "region-migrate", "--database-url", target,
+             "--data-dir", str(tmp_path / "eu-files")],
+            cwd=ROOT, env=_cli_env(data_dir, source), capture_output=True, timeout=300)
+        assert move.returncode == 0, move.stderr.decode()[-3000:]
+        moved_at = len(customer.acknowledged)
+        time.sleep(2.0)  # the server's processes follow; the customer goes on
+        customer.stop.set()
+        customer.join(60)
+        assert not customer.is_alive()
+    assert customer.errors == [], customer.errors
+    assert moved_at > 0 and len(customer.acknowledged) > moved_at, customer.statuses
+    written = open_database(target)
+    subjects = {r[0] for r in written.execute_sql("SELECT subject FROM ticket")}
+    bodies = {r[0] for r in written.execute_sql("SELECT body FROM comment")}
+    written.close()
+    missing = [w for w in customer.acknowledged if w not in subjects and w not in bodies]
+    assert missing == [], missing
+    check = subprocess.run([sys.executable, "app.py", "audit-verify"], cwd=ROOT,
+                           env=_cli_env(data_dir, source), capture_output=True, timeout=60)
+    assert check.returncode == 0 and b"OK" in check.stdout, check.stdout + check.stderr
+    print(f"\n{len(customer.acknowledged)} writes acknowledged, statuses {customer.statuses}, "
+          f"longest write {customer.longest_write * 1000:.0f} ms; {move.stdout.decode().strip()}")
+
+
+def test_an_admin_sees_the_region_and_starts_a_move_the_scheduler_runs(make_app, backend, tmp_path,
+                                                                       pg_store):
+    url = pg_store()
+    app = make_app(**region_config("eu", url, tmp_path / "eu-files"))
+    populate(app)
+    with app.app_context():
+        from desk.models import User
+        admin = User.get(User.name == "Ada Admin")
+        agent = User.get(User.name == "Alan Agent")
+    page = signed_in(app, admin)
+    html = page.get("/agent/settings/region").get_data(as_text=True)
+    assert "default" in html and "eu" in html
+    assert ("SQLite" if backend == "sqlite" else "PostgreSQL · <code>127.0.0.1:5432/") in html
+    assert "postgresql://" not in html  # no credentials, no URL
+    # an agent without settings:manage may not see or start it
+    assert signed_in(app, agent).get("/agent/settings/region").status_code == 403
+
+    from tests.conftest import csrf_token as page_token
+    token = page_token(page, "/agent/settings/region")
+    wrong = page.post("/agent/settings/region", data={"region": "eu", "confirmation": "EU!",
+                                                       "csrf_token": token})
+    assert wrong.status_code == 400 and "exactly" in wrong.get_data(as_text=True)
+    unknown = page.post("/agent/settings/region", data={"region": "mars", "confirmation": "mars",
+                                                         "csrf_token": token})
+    assert unknown.status_code == 400
+    ok = page.post("/agent/settings/region", data={"region": "eu", "confirmation": "eu",
+                                                    "csrf_token": token})
+    assert ok.status_code == 302
+    with app.app_context():
+        assert RegionState.get_by_id(1).phase == region_move.REQUESTED
+        assert AuditEntry.select().where(AuditEntry.action == "region.move_requested",
+                                         AuditEntry.actor_id == admin.id).count() == 1
+        assert "in progress" in page.get("/agent/settings/region").get_data(as_text=True)
+        report = region_move.run_requested(app)
+    assert report is not None and report.target == "eu"
+    assert app.config["DATABASE_URL"] == url
+    with app.app_context():
+        assert region_move.run_requested(app) is None  # nothing more to do

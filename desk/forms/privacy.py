@@ -3,6 +3,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import IntegerField
 from wtforms import RadioField
+from wtforms import SelectField
 from wtforms import StringField
 from wtforms.validators import DataRequired
 from wtforms.validators import Length
@@ -25,3 +26,9 @@ class RetentionForm(FlaskForm):
     days = IntegerField(_l("Days deleted records stay in the recycle bin"), validators=[
         DataRequired(_l("Enter a number of days.")),
         NumberRange(min=1, max=3650, message=_l("Choose between 1 and 3650 days."))])
+
+
+class RegionMoveForm(FlaskForm):
+    region = SelectField(_l("Move to region"), validators=[DataRequired(_l("Choose a region."))])
+    confirmation = StringField(_l("Type the region's name to confirm"), validators=[
+        DataRequired(_l("Type the region's name to confirm.")), Length(max=100)])

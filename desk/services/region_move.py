@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import json
 import os
 import zlib
 import signal
@@ -31,6 +32,7 @@ from flask import Flask
 from flask_babel import lazy_gettext as _l
 
 from desk import audit
+from desk import policy
 from desk.db import GATE_LOCK_ID
 from desk.db import db
 from desk.db import open_database
@@ -45,6 +47,8 @@ from desk.services import replication
 from desk.services.regions import Region
 
 LOCK_NAME = "region-move"
+REQUESTED = "requested"
+COPY_PHASES = ("copy", "catch-up", "verify")
 CATCH_UP_ROUNDS = 10
 SMALL_LAG = 200  # journalled changes left before the pause
 
@@ -123,19 +127,52 @@ def _holds_data(database) -> bool:
                for name in ("user", "ticket", "department", "attachment"))
 
 
-def status(config) -> dict:
+def status(user, config) -> dict:
+    """Where this help center lives and how far a move has come (admins)."""
+    policy.require(user, "settings:manage")
+    return describe_move(config)
+
+
+def describe_move(config) -> dict:
     """Where this help center lives and how far a move has come."""
-    import json
     row = RegionState.get_or_none(RegionState.id == 1)
     info = regions.describe(config)
+    info.update(status="active", phase="", peer="", wipe_after=None, percent=None)
     if row is not None:
+        progress = json.loads(row.progress or "{}")
+        percent = (100 * progress["done"] // progress["total"]) if progress.get("total") else None
         info.update(status=row.status, phase=row.phase, peer=row.peer_name,
-                    wipe_after=row.wipe_after, progress=json.loads(row.progress or "{}"))
+                    wipe_after=row.wipe_after, percent=percent)
     return info
 
 
+def request_move(user, config, name: str, confirmation: str, ip: str = "") -> None:
+    """An admin asks for a move to a declared region; the scheduler runs it."""
+    policy.require(user, "settings:manage")
+    target = regions.named(config, name)
+    if confirmation.strip() != target.name:
+        raise InvalidInput(_l("Type the region's name exactly to confirm."))
+    if target.database_url == config["DATABASE_URL"]:
+        raise InvalidInput(_l("The help center already lives in that store."))
+    row = RegionState.get(RegionState.id == 1)
+    if row.phase not in ("", "done", "wiped"):
+        raise Conflict(_l("A region move is already running."))
+    with audit.transaction():
+        RegionState.update(phase=REQUESTED, progress="{}", updated_at=utcnow(),
+                           **_peer(target)).where(RegionState.id == 1).execute()
+        audit.record(audit.Actor.of(user, ip), "region.move_requested", "region", target.name,
+                     details={"from": config["REGION"], "to": target.name})
+
+
+def run_requested(app: Flask) -> Report | None:
+    """The scheduler's side of a move asked for on the settings page."""
+    row = RegionState.get_or_none(RegionState.id == 1)
+    if row is None or row.phase != REQUESTED:
+        return None
+    return move(app, regions.peer_of(row), resume=True)
+
+
 def _record_progress(phase: str, done: int, total: int) -> None:
-    import json
     RegionState.update(phase=phase, progress=json.dumps({"done": done, "total": total}),
                        updated_at=utcnow()).where(RegionState.id == 1).execute()
 
@@ -201,7 +238,8 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
     started = time.monotonic()
     migrate(dst)
     here = _state(src)
-    continuing = (here.get("phase") not in ("", "done", "wiped", None)
+    copying = here.get("phase") in COPY_PHASES
+    continuing = ((copying or here.get("phase") == REQUESTED)
                   and regions.open_url(here.get("peer_url") or "") == target.database_url)
     if _holds_data(dst) and not (resume and continuing):
         hint = _l(" Run it again with --resume to continue the interrupted move.") if continuing else ""
@@ -210,7 +248,7 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
         raise Conflict(_l("The target store has handed its data to another store; it cannot take a move."))
     _set_state(dst, name=target.name, status="incoming", phase="", peer_name="", peer_url="",
                peer_files="")
-    if not continuing:
+    if not (continuing and copying):
         audit.record(actor, "region.move_started", "region", target.name,
                      details={"from": source.name, "to": target.name})
     _set_state(src, phase="copy", **_peer(target))
