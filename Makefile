@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_WORKERS ?= auto
 
-.PHONY: run test test-tools dist translations extract-messages bench clean system-deps
+.PHONY: run test test-tools dist translations extract-messages bench bench-region clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,3 +62,9 @@ bench: $(VENV)/.run-deps translations
 dist: $(VENV)/.dev-deps translations
 	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build desk.spec
 	@ls -l dist/desk
+
+# The online region move at BENCH_SCALE (SQLite -> PostgreSQL while serving);
+# writes its own section of bench/RESULTS.md.
+bench-region: $(VENV)/.run-deps translations
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python bench/region_move.py --scale $(BENCH_SCALE)

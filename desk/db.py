@@ -148,8 +148,6 @@ def is_postgres() -> bool:
 GATE_LOCK_ID = 74_657_332
 # Called when this store says the help center moved; it rebinds ``db``.
 _on_moved: Callable[[], None] | None = None
-_checked = threading.local()
-FOLLOW_CHECK_SECONDS = 0.25
 
 
 def on_store_moved(callback: Callable[[], None] | None) -> None:
@@ -175,13 +173,9 @@ def store_moved() -> bool:
     return bool(row and row[0] == "moved")
 
 
-def follow_if_moved(force: bool = False) -> bool:
-    """Reconnect to the new store if this one moved; checked at most every
-    FOLLOW_CHECK_SECONDS per thread unless ``force``. True if it moved."""
-    now = time.monotonic()
-    if not force and now - getattr(_checked, "at", 0.0) < FOLLOW_CHECK_SECONDS:
-        return False
-    _checked.at = now
+def follow_if_moved() -> bool:
+    """Reconnect to the new store if this one moved (one primary-key read of
+    a one-row table, at the start of every request). True if it moved."""
     if _on_moved is None or not store_moved():
         return False
     _on_moved()

@@ -201,7 +201,6 @@ def test_an_app_bound_to_the_old_store_follows_the_move(make_app, backend, tmp_p
     assert result.exit_code == 0, result.output
     with other.app_context():
         database.bind(other.config["DATABASE_URL"])  # the other process still holds the old store
-    time.sleep(0.3)  # its next check
     agent = None
     with other.app_context():
         from desk.models import User
