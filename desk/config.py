@@ -111,9 +111,10 @@ def _apply_region(settings: dict[str, Any], explicit_url: bool) -> None:
     if pointer.is_file():
         active = json.loads(pointer.read_text(encoding="utf-8"))
         settings.update(REGION=active["name"], DATABASE_URL=active["database_url"],
-                        FILES_DIR=active["files_dir"])
+                        FILES_DIR=active["files_dir"], STORAGE_URL=active.get("storage_url", ""))
         return
     declared = settings["REGIONS"].get(settings["REGION"]) if isinstance(settings["REGIONS"], dict) else None
     if declared and not explicit_url:
         settings["DATABASE_URL"] = declared.get("database_url", "")
         settings["FILES_DIR"] = declared.get("data_dir", "") or settings["FILES_DIR"]
+        settings["STORAGE_URL"] = declared.get("storage_url", "") or settings.get("STORAGE_URL", "")

@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from desk import audit
+from desk import textindex
 from desk.cli import cli
 from desk import db as database
 from desk.db import db
@@ -178,6 +179,8 @@ def test_a_move_copies_every_row_and_file_then_switches(make_app, backend, targe
         moved = AuditEntry.select().where(AuditEntry.action == "region.moved").get()
         assert json.loads(moved.changes)["to"] == "eu"
         assert RegionState.get_by_id(1).status == "active"
+        # the text index of the new store knows every copied row
+        textindex.check()
         # the new store takes writes
         ann = factories.end_user("Newcomer")
         assert Ticket.select().count() > 0 and ann.id

@@ -104,8 +104,9 @@ def _is_pg(database) -> bool:
 
 
 def _peer(region: Region) -> dict:
+    files = region.files_dir + (f"|{region.storage_url}" if region.storage_url else "")
     return {"peer_name": region.name, "peer_url": regions.seal_url(region.database_url),
-            "peer_files": region.files_dir}
+            "peer_files": files}
 
 
 def _connect(region: Region):
@@ -255,7 +256,9 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
     replication.install_triggers(src)
     _checkpoint("after-triggers")
 
-    total = sum(replication.count_rows(src).values()) + replication.count_files(Path(source.files_dir))
+    source_files = regions.store_of(app.config, source)
+    target_files = regions.store_of(app.config, target)
+    total = sum(replication.count_rows(src).values()) + replication.count_files(source_files)
     done = 0
 
     def step(n: int) -> None:
@@ -267,7 +270,8 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
             _record_progress("copy", done, total)
 
     report.rows = replication.copy_tables(src, dst, step)
-    files = replication.FileSync(Path(source.files_dir), Path(target.files_dir))
+    replication.rebuild_text_index(dst)
+    files = replication.FileSync(source_files, target_files)
     files.sync(step)
     _record_progress("catch-up", done, total)
     for report.catch_up_rounds in range(1, CATCH_UP_ROUNDS + 1):
@@ -383,7 +387,7 @@ def wipe_expired(app: Flask, now: dt.datetime | None = None) -> str | None:
             database.execute_sql('DROP TABLE IF EXISTS "region_journal", "schema_migration" CASCADE')
             database.execute_sql("DROP FUNCTION IF EXISTS desk_region_journal() CASCADE")
         database.close()
-    files = replication.remove_files(Path(old.files_dir))
+    files = replication.remove_files(regions.store_of(app.config, old))
     RegionState.update(peer_name="", peer_url="", peer_files="", wipe_after=None,
                        phase="wiped").where(RegionState.id == 1).execute()
     audit.record(audit.SYSTEM, "region.wiped", "region", old.name,

@@ -21,6 +21,7 @@ from desk import crypto
 from desk import db as database
 from desk.config import REGION_POINTER
 from desk.errors import InvalidInput
+from desk.services import storage
 
 log = logging.getLogger("desk.regions")
 _follow_lock = threading.Lock()
@@ -33,6 +34,7 @@ class Region:
     name: str
     database_url: str
     files_dir: str
+    storage_url: str = ""  # empty: the files folder; or s3://bucket/prefix
 
     @property
     def engine(self) -> str:
@@ -48,6 +50,14 @@ class Region:
         return f"{host}:{parts.port or 5432}{parts.path}"
 
 
+def store_of(config: Mapping[str, Any], region: Region):
+    """The file store of a region (credentials of S3 stores from the settings)."""
+    return storage.from_url(region.storage_url, region.files_dir,
+                            config.get("STORAGE_ENDPOINT_URL", ""), config.get("STORAGE_REGION", ""),
+                            config.get("STORAGE_ACCESS_KEY_ID", ""),
+                            config.get("STORAGE_SECRET_ACCESS_KEY", ""))
+
+
 def declared(config: Mapping[str, Any]) -> dict[str, Region]:
     """The regions of the instance file (``[regions.NAME]``), by name."""
     found = {}
@@ -55,7 +65,8 @@ def declared(config: Mapping[str, Any]) -> dict[str, Region]:
         if not isinstance(spec, dict) or not spec.get("database_url"):
             continue
         found[name] = Region(name, spec["database_url"],
-                             spec.get("data_dir") or str(Path(config["DATA_DIR"]) / "regions" / name))
+                             spec.get("data_dir") or str(Path(config["DATA_DIR"]) / "regions" / name),
+                             spec.get("storage_url", ""))
     return found
 
 
@@ -70,7 +81,8 @@ def named(config: Mapping[str, Any], name: str) -> Region:
 
 def active(config: Mapping[str, Any]) -> Region:
     """The store this process serves from."""
-    return Region(config["REGION"], config["DATABASE_URL"], config["FILES_DIR"])
+    return Region(config["REGION"], config["DATABASE_URL"], config["FILES_DIR"],
+                  config.get("STORAGE_URL", ""))
 
 
 def seal_url(url: str) -> str:
@@ -90,13 +102,15 @@ def write_pointer(config: Mapping[str, Any], region: Region) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"name": region.name, "database_url": region.database_url,
-                   "files_dir": region.files_dir}, fh)
+                   "files_dir": region.files_dir, "storage_url": region.storage_url}, fh)
     os.replace(tmp, path)
 
 
 def peer_of(state) -> Region:
-    """The other store named in a region_state row."""
-    return Region(state.peer_name, open_url(state.peer_url), state.peer_files)
+    """The other store named in a region_state row (files: a folder, or a
+    storage URL after "|")."""
+    files_dir, _, storage_url = state.peer_files.partition("|")
+    return Region(state.peer_name, open_url(state.peer_url), files_dir, storage_url)
 
 
 def follow(app: Flask) -> Region | None:
@@ -110,7 +124,7 @@ def follow(app: Flask) -> Region | None:
         target = peer_of(state)
         database.bind(target.database_url)
         app.config.update(REGION=target.name, DATABASE_URL=target.database_url,
-                          FILES_DIR=target.files_dir)
+                          FILES_DIR=target.files_dir, STORAGE_URL=target.storage_url)
         write_pointer(app.config, target)
     log.warning("desk: the help center moved to region %s; reconnected", target.name)
     return target
@@ -125,5 +139,5 @@ def describe(config: Mapping[str, Any]) -> dict:
     """What the privacy page and settings say about where the data lives."""
     region = active(config)
     return {"name": region.name, "engine": region.engine, "location": region.location,
-            "files": str(Path(region.files_dir).resolve()),
+            "files": store_of(config, region).describe(),
             "declared": sorted(declared(config))}

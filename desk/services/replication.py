@@ -13,10 +13,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from peewee import BlobField
@@ -28,6 +25,10 @@ from peewee import SqliteDatabase
 from desk.models import ALL_MODELS
 from desk.models import RegionJournal
 from desk.models import RegionState
+from desk.models.search import INDEXED
+from desk.models.search import fts_table
+from desk.services import storage
+from desk.textindex import CASCADES
 
 BATCH = 5000
 CHUNK = 2000  # rows per checksum chunk
@@ -232,6 +233,52 @@ def _pk_of(t: Table, row: tuple) -> tuple:
     return tuple(row[t.columns.index(c)] for c in t.pk)
 
 
+# -- the text index of a SQLite target -----------------------------------------
+# An FTS5 table with external content forgets a row only when told the exact
+# text it indexed, so rows are forgotten before they change and indexed after.
+
+def _indexed(dst) -> dict[str, tuple[str, ...]]:
+    return INDEXED if isinstance(dst, SqliteDatabase) else {}
+
+
+def _ids_where(dst, table: str, column: str, values: list) -> list:
+    found = []
+    for i in range(0, len(values), 500):
+        part = values[i:i + 500]
+        found += [r[0] for r in dst.execute_sql(
+            f'SELECT "id" FROM "{table}" WHERE "{column}" IN ({", ".join("?" for _ in part)})', part)]
+    return found
+
+
+def _index_rows(dst, table: str, ids: list, forget: bool) -> None:
+    fts, columns = fts_table(table), ", ".join(f'"{c}"' for c in INDEXED[table])
+    command, value = (f'"{fts}", ', "'delete', ") if forget else ("", "")
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        dst.execute_sql(f'INSERT INTO "{fts}"({command}rowid, {columns}) SELECT {value}"id", {columns} '
+                        f'FROM "{table}" WHERE "id" IN ({", ".join("?" for _ in part)})', part)
+
+
+def rebuild_text_index(dst) -> None:
+    """Index every copied row (after the bulk copy)."""
+    for table in _indexed(dst):
+        dst.execute_sql(f'INSERT INTO "{fts_table(table)}"("{fts_table(table)}") VALUES (\'rebuild\')')
+
+
+def _touched_index_rows(dst, changed: dict[str, set]) -> dict[str, set]:
+    """The indexed rows of the target that a catch-up changes or deletes
+    (with those that go with a deleted parent)."""
+    touched: dict[str, set] = {}
+    for table in _indexed(dst):
+        keys = [k[0] for k in changed.get(table, ())]
+        touched.setdefault(table, set()).update(_ids_where(dst, table, "id", keys))
+    for parent, children in CASCADES.items():
+        keys = [k[0] for k in changed.get(parent, ())]
+        for child, column in children if _indexed(dst) else ():
+            touched.setdefault(child, set()).update(_ids_where(dst, child, column, keys))
+    return touched
+
+
 # -- the copy ------------------------------------------------------------------
 
 def count_rows(database) -> dict[str, int]:
@@ -305,6 +352,9 @@ def catch_up(src, dst, in_snapshot: bool = True) -> dict[str, set]:
         present = {name: fetch_keys(src, by_name[name], sorted(keys, key=repr))
                    for name, keys in changed.items()}
     with dst.atomic():
+        touched = _touched_index_rows(dst, changed)
+        for table, ids in touched.items():
+            _index_rows(dst, table, sorted(ids), forget=True)
         for t in tables():
             if t.name in present:
                 write_rows(dst, t, [convert(t)(r) for r in present[t.name]])
@@ -312,6 +362,9 @@ def catch_up(src, dst, in_snapshot: bool = True) -> dict[str, set]:
             if t.name in changed:
                 kept = {_pk_of(t, r) for r in present[t.name]}
                 delete_keys(dst, t, [k for k in changed[t.name] if k not in kept])
+        for table, ids in touched.items():
+            ids = ids | {k[0] for k in changed.get(table, ())}
+            _index_rows(dst, table, sorted(_ids_where(dst, table, "id", sorted(ids))), forget=False)
     ids = [e[0] for e in entries]
     with (src.atomic() if in_snapshot else contextlib.nullcontext()):
         p = _param(src)
@@ -421,92 +474,72 @@ def verify_final(src, dst, checked: Verification, changed_since: dict[str, set])
 
 # -- files ---------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
+def _objects(store) -> dict[str, int]:
+    """Every object of the areas a store holds for the help center: key -> size."""
+    return {info.key: info.size for area in FILE_AREAS for info in store.list(f"{area}/")}
+
+
+def _sha256(store, key: str) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as fh:
+    with store.open(key) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def _files(root: Path) -> dict[str, os.stat_result]:
-    found = {}
-    for area in FILE_AREAS:
-        base = root / area
-        if not base.is_dir():
-            continue
-        for dirpath, _dirs, names in os.walk(base):
-            for name in names:
-                if name.startswith(".tmp-"):
-                    continue
-                path = Path(dirpath) / name
-                found[str(path.relative_to(root))] = path.stat()
-    return found
-
-
 class FileSync:
-    """Copies the files of a store's areas and remembers what it verified, so
-    later rounds copy only new or changed files."""
+    """Copies the objects of a store's areas (desk.services.storage) to
+    another store, each copy checked by SHA-256, and remembers what it copied
+    so that later rounds copy only new or changed objects."""
 
-    def __init__(self, src_root: Path, dst_root: Path):
-        self.src_root, self.dst_root = Path(src_root), Path(dst_root)
-        self.seen: dict[str, tuple[int, int]] = {}
+    def __init__(self, source, target):
+        self.source, self.target = source, target
+        self.seen: dict[str, int] = {}
         self.copied = 0
-        self.bytes = 0
 
-    def _copy(self, rel: str) -> None:
-        src, dst = self.src_root / rel, self.dst_root / rel
-        dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if dst.exists() and dst.stat().st_size == src.stat().st_size and _sha256(dst) == _sha256(src):
+    def _copy(self, key: str) -> None:
+        expected = _sha256(self.source, key)
+        if self.target.exists(key) and _sha256(self.target, key) == expected:
             return
-        tmp = dst.parent / f".tmp-{dst.name}"
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o600)
-        if _sha256(tmp) != _sha256(src):
-            tmp.unlink()
-            raise OSError(f"copy of {rel} does not match its SHA-256")
-        os.replace(tmp, dst)
+        storage.copy(self.source, key, self.target)
+        if _sha256(self.target, key) != expected:
+            self.target.delete(key)
+            raise storage.StorageError(f"the copy of {key} does not match its SHA-256")
         self.copied += 1
-        self.bytes += dst.stat().st_size
 
     def sync(self, progress: Progress = lambda n: None, delete: bool = False) -> int:
         """Copy what is new or changed since the last round; with ``delete``
-        also remove target files that are gone from the source."""
-        files = _files(self.src_root)
+        also remove target objects that are gone from the source."""
+        objects = _objects(self.source)
         done = 0
-        for rel, st in files.items():
-            mark = (st.st_size, st.st_mtime_ns)
-            if self.seen.get(rel) != mark:
-                self._copy(rel)
-                self.seen[rel] = mark
+        for key, size in objects.items():
+            if self.seen.get(key) != size:
+                self._copy(key)
+                self.seen[key] = size
                 done += 1
                 progress(1)
         if delete:
-            for rel in set(_files(self.dst_root)) - set(files):
-                (self.dst_root / rel).unlink(missing_ok=True)
-                self.seen.pop(rel, None)
+            for key in set(_objects(self.target)) - set(objects):
+                self.target.delete(key)
+                self.seen.pop(key, None)
         return done
 
     def differences(self) -> list[str]:
-        """Files whose presence or size differs between the stores."""
-        src, dst = _files(self.src_root), _files(self.dst_root)
-        problems = [f"file {rel} missing there" for rel in sorted(set(src) - set(dst))]
-        problems += [f"file {rel} should not be there" for rel in sorted(set(dst) - set(src))]
-        problems += [f"file {rel} differs" for rel in sorted(set(src) & set(dst))
-                     if src[rel].st_size != dst[rel].st_size]
+        """Objects whose presence or size differs between the stores."""
+        src, dst = _objects(self.source), _objects(self.target)
+        problems = [f"file {key} missing there" for key in sorted(set(src) - set(dst))]
+        problems += [f"file {key} should not be there" for key in sorted(set(dst) - set(src))]
+        problems += [f"file {key} differs" for key in sorted(set(src) & set(dst)) if src[key] != dst[key]]
         return problems
 
 
-def count_files(root: Path) -> int:
-    return len(_files(Path(root)))
+def count_files(store) -> int:
+    return len(_objects(store))
 
 
-def remove_files(root: Path) -> int:
-    """Delete every file area under ``root`` (wiping an old store)."""
-    n = 0
-    for area in FILE_AREAS:
-        base = Path(root) / area
-        if base.is_dir():
-            n += sum(len(names) for _d, _s, names in os.walk(base))
-            shutil.rmtree(base)
-    return n
+def remove_files(store) -> int:
+    """Delete every object of the help center's areas (wiping an old store)."""
+    keys = list(_objects(store))
+    for key in keys:
+        store.delete(key)
+    return len(keys)

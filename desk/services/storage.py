@@ -2,8 +2,8 @@
 
 Every file desk keeps (attachments, outbox mail, exports, backups) is an
 object named by a key such as ``attachments/3f/3f0c…``. ``of(config)`` gives
-the store named by ``DESK_STORAGE_URL``: ``file:///path`` (default: the data
-folder) or ``s3://bucket/prefix`` (endpoint, region and credentials from
+the store named by ``DESK_STORAGE_URL``: ``file:///path`` (default: the files
+folder of the active region, ``DESK_FILES_DIR``, itself the data folder by default) or ``s3://bucket/prefix`` (endpoint, region and credentials from
 ``DESK_STORAGE_*`` or the usual AWS environment). Both stores write whole
 objects or nothing, so a crash never leaves half a file under its key.
 """
@@ -253,7 +253,7 @@ _STORES: dict[tuple, Store] = {}
 
 def of(config) -> Store:
     """The configured store (one per distinct setting, reused)."""
-    settings = (config.get("STORAGE_URL", ""), str(config["DATA_DIR"]),
+    settings = (config.get("STORAGE_URL", ""), str(config.get("FILES_DIR") or config["DATA_DIR"]),
                 config.get("STORAGE_ENDPOINT_URL", ""), config.get("STORAGE_REGION", ""),
                 config.get("STORAGE_ACCESS_KEY_ID", ""), config.get("STORAGE_SECRET_ACCESS_KEY", ""))
     store = _STORES.get(settings)
