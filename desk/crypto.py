@@ -207,33 +207,6 @@ def _open(key: bytes, blob: bytes, aad: bytes) -> bytes:
     return AESGCM(key).decrypt(blob[:12], blob[12:], aad)
 
 
-# -- stored secrets ----------------------------------------------------------
-
-_SECRET_PREFIX = "secret:v1:"
-
-
-def seal_secret(value: str, purpose: str) -> str:
-    """Encrypt a secret desk keeps (a store's URL with its password, ...) under
-    the active instance key, bound to ``purpose``; the key id travels with it."""
-    ring = _keyring()
-    blob = _seal(ring.keys[ring.active], value.encode(), f"secret:{purpose}".encode())
-    return f"{_SECRET_PREFIX}{ring.active}:{base64.b64encode(blob).decode()}"
-
-
-def open_secret(sealed: str, purpose: str) -> str:
-    """The clear secret; ValueError when it is not one or the key is gone."""
-    if not sealed.startswith(_SECRET_PREFIX):
-        raise ValueError("not a sealed secret")
-    kid, _, b64 = sealed[len(_SECRET_PREFIX):].partition(":")
-    key = _keyring().keys.get(kid)
-    if key is None:
-        raise ValueError(f"the key {kid} that sealed this secret is not in the keyring")
-    try:
-        return _open(key, base64.b64decode(b64), f"secret:{purpose}".encode()).decode()
-    except InvalidTag:
-        raise ValueError("the secret does not open with its key") from None
-
-
 # -- data subject keys -------------------------------------------------------
 
 def _wrap_aad(subject_id: int) -> bytes:

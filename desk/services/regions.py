@@ -87,11 +87,11 @@ def active(config: Mapping[str, Any]) -> Region:
 
 def seal_url(url: str) -> str:
     """A store's URL (which may hold a password) as kept in the other store."""
-    return crypto.seal_secret(url, "region-url")
+    return crypto.seal_secret("region-url", url)
 
 
 def open_url(sealed: str) -> str:
-    return crypto.open_secret(sealed, "region-url") if sealed else ""
+    return crypto.open_secret("region-url", sealed) or ""
 
 
 def write_pointer(config: Mapping[str, Any], region: Region) -> None:
