@@ -130,6 +130,7 @@ def table_counts(url: str) -> dict[str, int]:
         return replication.count_rows(database)
     finally:
         database.close()
+        database.close_all()
 
 
 def files_of(root: Path) -> dict[str, str]:
@@ -191,6 +192,7 @@ def test_a_move_copies_every_row_and_file_then_switches(make_app, backend, targe
         with old.atomic():
             old.execute_sql("UPDATE ticket SET subject = 'split brain'")
     old.close()
+    old.close_all()
 
 
 def test_an_app_bound_to_the_old_store_follows_the_move(make_app, backend, tmp_path, pg_store):
@@ -249,6 +251,7 @@ def test_bad_input_is_refused_with_status_2_and_changes_nothing(make_app, backen
             result = CliRunner().invoke(cli, ["region-migrate", "--database-url", fresh,
                                               "--data-dir", str(tmp_path / "x")], obj={"app": app})
         elsewhere.close()
+        elsewhere.close_all()
         assert result.exit_code == 2 and "already running" in result.output, result.output
     assert table_counts(app.config["DATABASE_URL"]) == before
     assert not (Path(app.config["DATA_DIR"]) / "region.json").exists()
@@ -296,6 +299,7 @@ def test_the_old_store_is_wiped_after_the_rollback_window(make_app, backend, tmp
         names = {r[0] for r in old.execute_sql(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         old.close()
+        old.close_all()
         assert names == {"region_state"}
 
 
@@ -422,6 +426,7 @@ def test_a_live_help_center_moves_while_a_customer_keeps_writing(make_app, backe
     subjects = {r[0] for r in written.execute_sql("SELECT subject FROM ticket")}
     bodies = {r[0] for r in written.execute_sql("SELECT body FROM comment")}
     written.close()
+    written.close_all()
     missing = [w for w in customer.acknowledged if w not in subjects and w not in bodies]
     assert missing == [], missing
     check = subprocess.run([sys.executable, "app.py", "audit-verify"], cwd=ROOT,

@@ -49,6 +49,7 @@ from desk.services.regions import Region
 LOCK_NAME = "region-move"
 REQUESTED = "requested"
 COPY_PHASES = ("copy", "catch-up", "verify")
+LATE_FILES_SECONDS = 2.0
 CATCH_UP_ROUNDS = 10
 SMALL_LAG = 200  # journalled changes left before the pause
 
@@ -203,8 +204,16 @@ def move(app: Flask, target: Region, actor: audit.Actor = audit.SYSTEM, resume: 
                 raise Conflict(_l("A region move is already running."))
             return _copy_and_switch(app, source, target, src, dst, actor, resume, progress)
     finally:
-        src.close()
-        dst.close()
+        _dispose(src)
+        _dispose(dst)
+
+
+def _dispose(database) -> None:
+    """Close a store's connections, pooled ones too (a session's locks go with them)."""
+    if not database.is_closed():
+        database.close()
+    if hasattr(database, "close_all"):
+        database.close_all()
 
 
 @contextlib.contextmanager
@@ -287,6 +296,10 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
     files.sync()
     report.pause_seconds = _cut_over(app, src, dst, source, target, checked, changed_since, files)
     _checkpoint("after-switch")
+    # An upload stores its file before its row waits at the gate: files that
+    # land in the old store around the switch are copied once more.
+    time.sleep(LATE_FILES_SECONDS)
+    files.sync()
     report.files = len(files.seen)
     report.seconds = time.monotonic() - started
     return _finish(app, source, target, actor, report)
@@ -358,7 +371,7 @@ def rollback(app: Flask, actor: audit.Actor = audit.SYSTEM, progress: Progress =
             old.execute_sql(f'DELETE FROM "{t.name}"')
         old.execute_sql("DELETE FROM region_journal")
         _set_state(old, status="incoming", phase="")
-    old.close()
+    _dispose(old)
     audit.record(actor, "region.rollback_started", "region", previous.name,
                  details={"from": row.name, "to": previous.name})
     return move(app, previous, actor, resume=True, progress=progress)
@@ -377,7 +390,7 @@ def wipe_expired(app: Flask, now: dt.datetime | None = None) -> str | None:
     if _state(database).get("status") != "moved":
         raise Conflict(_l("The earlier store is not a moved-away copy; it will not be wiped."))
     if old.engine == "SQLite":
-        database.close()
+        _dispose(database)
         for suffix in ("", "-wal", "-shm"):
             Path(old.location + suffix).unlink(missing_ok=True)
     else:
@@ -386,7 +399,7 @@ def wipe_expired(app: Flask, now: dt.datetime | None = None) -> str | None:
                 database.execute_sql(f'DROP TABLE IF EXISTS "{t.name}" CASCADE')
             database.execute_sql('DROP TABLE IF EXISTS "region_journal", "schema_migration" CASCADE')
             database.execute_sql("DROP FUNCTION IF EXISTS desk_region_journal() CASCADE")
-        database.close()
+        _dispose(database)
     files = replication.remove_files(regions.store_of(app.config, old))
     RegionState.update(peer_name="", peer_url="", peer_files="", wipe_after=None,
                        phase="wiped").where(RegionState.id == 1).execute()
