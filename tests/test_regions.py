@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from desk import audit
+from desk import crypto
 from desk import textindex
 from desk.cli import cli
 from desk import db as database
@@ -265,6 +266,14 @@ def test_rollback_moves_back_with_what_was_written_since(make_app, backend, tmp_
     assert run_cli(app, "region-migrate", "--to", "eu").exit_code == 0
     with app.app_context():
         factories.end_user("Written In EU", "eu@example.com")
+    with app.app_context():
+        # a key rotation re-seals the old store's address that the rollback needs
+        from desk.models import KeyRotation
+        from desk.services import keys
+        old_key = crypto.key_id_of(RegionState.get_by_id(1).peer_url)
+        keys.rotate(audit.SYSTEM, grace=0)
+        assert crypto.key_id_of(RegionState.get_by_id(1).peer_url) != old_key
+        assert KeyRotation.select().count() == 1
     result = run_cli(app, "region-migrate", "--rollback")
     assert result.exit_code == 0, result.output
     assert app.config["DATABASE_URL"] == home

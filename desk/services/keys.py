@@ -23,6 +23,7 @@ from desk.models import ContactFieldValue
 from desk.models import CustomField
 from desk.models import KeyRotation
 from desk.models import RecordKey
+from desk.models import RegionState
 from desk.models import Setting
 from desk.models import StoredSecret
 from desk.models import SubjectKey
@@ -70,6 +71,28 @@ class SettingSecrets(Target):
             for _, sealed in _sealed_in(row):
                 counts[crypto.key_id_of(sealed)] = counts.get(crypto.key_id_of(sealed), 0) + 1
         return counts
+
+
+class RegionSecrets(Target):
+    """The other store's URL a region move keeps sealed in region_state: the
+    key id is inside the sealed text."""
+
+    def on_other_keys(self, active: str):
+        return [row for row in self.query() if crypto.key_id_of(row.peer_url) != active]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.query():
+            counts[crypto.key_id_of(row.peer_url)] = counts.get(crypto.key_id_of(row.peer_url), 0) + 1
+        return counts
+
+
+def _region_secrets():
+    return RegionState.select().where(RegionState.peer_url != "")
+
+
+def _region_secret(row) -> dict:
+    return {"peer_url": crypto.reseal_secret("region-url", row.peer_url)[1]}
 
 
 def _sealed_in(row) -> list[tuple[str, str]]:
@@ -153,6 +176,8 @@ def targets() -> list[Target]:
         Target("stored secrets", StoredSecret, _keyed(StoredSecret), _secret, audited=True),
         SettingSecrets("secrets in settings", Setting, _setting_secrets, _setting_secret,
                        audited=True, column="value"),
+        RegionSecrets("region store addresses", RegionState, _region_secrets, _region_secret,
+                      audited=False, column="peer_url"),
     ]
 
 
