@@ -157,9 +157,10 @@ def test_a_move_copies_every_row_and_file_then_switches(make_app, backend, targe
     source_url = app.config["DATABASE_URL"]
     source_files = files_of(Path(app.config["FILES_DIR"]))
     before = table_counts(source_url)
-    assert all(before[t.name] > 0 for t in replication.tables()  # noqa
-               if t.name not in ("lease", "file_removal")), \
-        {k: v for k, v in before.items() if not v}
+    core = ("department", "role", "user", "agent_department", "ticket", "comment", "attachment",
+            "audit_entry", "audit_head", "setting", "subject_key", "mail_message",
+            "email_change_request", "record_key", "erasure_request")
+    assert all(before[name] > 0 for name in core), {k: before[k] for k in core if not before[k]}
 
     result = run_cli(app, "region-migrate", "--to", "eu")
     assert result.exit_code == 0, result.output
