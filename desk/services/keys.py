@@ -184,8 +184,9 @@ def targets() -> list[Target]:
 def remaining(active: str | None = None) -> dict[str, int]:
     """Rows per target still on a key other than the active one."""
     active = active or crypto.active_key_id()
-    return {t.name: len(t.on_other_keys(active)) if isinstance(t, SettingSecrets)
-            else t.on_other_keys(active).count() for t in targets()}
+    pending = {t.name: t.on_other_keys(active) for t in targets()}
+    return {name: len(rows) if isinstance(rows, list) else rows.count()
+            for name, rows in pending.items()}
 
 
 def usage() -> dict[str, int]:
