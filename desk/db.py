@@ -165,12 +165,16 @@ def _has_region_state(database) -> bool:
     return known
 
 
+def _moved(database) -> bool:
+    if not _has_region_state(database):
+        return False
+    row = database.execute_sql("SELECT status FROM region_state WHERE id = 1").fetchone()
+    return bool(row and row[0] == "moved")
+
+
 def store_moved() -> bool:
     """True when the bound store has handed the help center to another region."""
-    if not _has_region_state(db.obj):
-        return False
-    row = db.execute_sql("SELECT status FROM region_state WHERE id = 1").fetchone()
-    return bool(row and row[0] == "moved")
+    return _moved(db.obj)
 
 
 def follow_if_moved() -> bool:
@@ -193,17 +197,22 @@ def write_transaction() -> Iterator[None]:
             yield
         return
     for _attempt in range(3):
-        if is_sqlite():
-            turn, begin = db.obj.write_queue.turn(), db.atomic("IMMEDIATE")
+        # The transaction belongs to this store object, not to the proxy: if
+        # another thread follows a move while this one waits at the gate, the
+        # proxy changes, and this transaction must still end where it began.
+        database = db.obj
+        if isinstance(database, SqliteDatabase):
+            turn, begin = database.write_queue.turn(), database.atomic("IMMEDIATE")
         else:
-            turn, begin = contextlib.nullcontext(), db.atomic()
+            turn, begin = contextlib.nullcontext(), database.atomic()
         with turn, begin:
-            if is_postgres() and _has_region_state(db.obj):
-                db.execute_sql("SELECT pg_advisory_xact_lock_shared(%s)", (GATE_LOCK_ID,))
-            if _on_moved is None or not store_moved():
+            if isinstance(database, PostgresqlDatabase) and _has_region_state(database):
+                database.execute_sql("SELECT pg_advisory_xact_lock_shared(%s)", (GATE_LOCK_ID,))
+            if _on_moved is None or not _moved(database):
                 yield
                 return
-        _on_moved()
+        if db.obj is database:
+            _on_moved()
     raise RuntimeError("the data store moved more than once during one write")
 
 
