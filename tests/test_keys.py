@@ -261,3 +261,19 @@ def test_erased_people_keep_no_key_and_rotation_skips_them(ctx):
     assert run_cli(ctx, "keys-rotate").exit_code == 0
     row = SubjectKey.get(SubjectKey.subject_id == person.id)
     assert row.wrapped_key is None and row.key_id is None
+
+
+def test_a_rotation_keeps_the_key_of_live_api_tokens(ctx):
+    """Tokens are kept only as keyed hashes: the key they were made under stays
+    until they expire or are revoked, so a rotation never turns them away."""
+    from desk.services import keys
+    from desk.services import tokens
+    person = factories.end_user()
+    row, raw = tokens.create(person, "laptop")
+    before = row.key_id
+    report = keys.rotate(audit.SYSTEM, grace=0)
+    assert before in report.referenced and before not in report.retired
+    assert tokens.authenticate(raw, "127.0.0.1") is not None
+    tokens.revoke(person, row.id)
+    report = keys.rotate(audit.SYSTEM, grace=0)
+    assert before in report.retired

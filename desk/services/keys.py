@@ -19,6 +19,7 @@ from desk import audit
 from desk import crypto
 from desk.audit import Actor
 from desk.errors import Conflict
+from desk.models import ApiToken
 from desk.models import ContactFieldValue
 from desk.models import CustomField
 from desk.models import KeyRotation
@@ -71,6 +72,19 @@ class SettingSecrets(Target):
             for _, sealed in _sealed_in(row):
                 counts[crypto.key_id_of(sealed)] = counts.get(crypto.key_id_of(sealed), 0) + 1
         return counts
+
+
+class Referenced(Target):
+    """Rows that name a master key but cannot be renewed: API tokens are kept
+    only as keyed hashes, so the key of a live token stays until it expires or
+    is revoked (retiring it would turn the token away)."""
+
+    def on_other_keys(self, active: str):
+        return []
+
+
+def _live_tokens():
+    return ApiToken.select().where(ApiToken.revoked_at.is_null(), ApiToken.expires_at > utcnow())
 
 
 class RegionSecrets(Target):
@@ -178,6 +192,7 @@ def targets() -> list[Target]:
                        audited=True, column="value"),
         RegionSecrets("region store addresses", RegionState, _region_secrets, _region_secret,
                       audited=False, column="peer_url"),
+        Referenced("API token hashes", ApiToken, _live_tokens, lambda row: {}, audited=False),
     ]
 
 
