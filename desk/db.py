@@ -134,6 +134,16 @@ def bind(url: str) -> None:
     db.initialize(open_database(url))
 
 
+def switch(url: str) -> None:
+    """Point the proxy at another store while other threads may still be using
+    the current one: their connections stay open until they give them back
+    (only the idle ones are closed now), so no request fails mid-way."""
+    current = db.obj
+    db.initialize(open_database(url))
+    if current is not None and hasattr(current, "close_idle"):
+        current.close_idle()
+
+
 def is_sqlite() -> bool:
     return isinstance(db.obj, SqliteDatabase)
 

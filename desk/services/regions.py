@@ -122,7 +122,7 @@ def follow(app: Flask) -> Region | None:
         if state is None or state.status != "moved":
             return None
         target = peer_of(state)
-        database.bind(target.database_url)
+        database.switch(target.database_url)
         app.config.update(REGION=target.name, DATABASE_URL=target.database_url,
                           FILES_DIR=target.files_dir, STORAGE_URL=target.storage_url)
         write_pointer(app.config, target)
