@@ -24,7 +24,6 @@ import zlib
 import signal
 import time
 from dataclasses import dataclass
-from dataclasses import field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -75,7 +74,6 @@ class Report:
     seconds: float = 0.0
     pause_seconds: float = 0.0
     catch_up_rounds: int = 0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def rows_per_second(self) -> float:
@@ -94,14 +92,9 @@ def _state(database) -> dict:
 
 def _set_state(database, **values) -> None:
     values["updated_at"] = utcnow()
-    p = "%s" if _is_pg(database) else "?"
+    p = "%s" if replication.is_postgres(database) else "?"
     cols = ", ".join(f'"{k}" = {p}' for k in values)
     database.execute_sql(f"UPDATE region_state SET {cols} WHERE id = 1", list(values.values()))
-
-
-def _is_pg(database) -> bool:
-    from peewee import PostgresqlDatabase
-    return isinstance(database, PostgresqlDatabase)
 
 
 def _peer(region: Region) -> dict:
@@ -221,7 +214,7 @@ def _move_lock(src, source: Region) -> Iterator[bool]:
     """One move at a time, released even when the process is killed: an
     advisory lock of the source's own session, or a lock on a file beside the
     SQLite database."""
-    if _is_pg(src):
+    if replication.is_postgres(src):
         key = zlib.crc32(LOCK_NAME.encode())
         got = src.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
         try:
@@ -309,7 +302,7 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
 def _paused(src) -> Iterator[None]:
     """Hold every writer of the source: PostgreSQL's gate lock taken exclusively
     (writers take it shared), or SQLite's write lock."""
-    if _is_pg(src):
+    if replication.is_postgres(src):
         src.execute_sql("SELECT pg_advisory_lock(%s)", (GATE_LOCK_ID,))
         try:
             yield

@@ -69,8 +69,12 @@ def tables() -> list[Table]:
     return found
 
 
+def is_postgres(database) -> bool:
+    return isinstance(database, PostgresqlDatabase)
+
+
 def _param(database) -> str:
-    return "?" if isinstance(database, SqliteDatabase) else "%s"
+    return "%s" if is_postgres(database) else "?"
 
 
 # -- triggers ------------------------------------------------------------------
@@ -333,17 +337,16 @@ def pending_changes(src) -> int:
     return src.execute_sql("SELECT COUNT(*) FROM region_journal").fetchone()[0]
 
 
-def catch_up(src, dst, in_snapshot: bool = True) -> dict[str, set]:
+def catch_up(src, dst) -> dict[str, set]:
     """Re-apply every journalled change: read the journal and the rows it names
     from one snapshot of ``src``, upsert present rows (parents first) and delete
     absent ones (children first) in ``dst``, then forget those journal entries.
 
-    Returns the changed keys per table. With ``in_snapshot`` False the caller
-    already holds a transaction on ``src`` (the cut-over pause)."""
+    Returns the changed keys per table. Inside the cut-over pause the
+    snapshot and the journal clean-up nest as savepoints of the pause."""
     by_name = {t.name: t for t in tables()}
     convert = _converter(src, dst)
-    context = snapshot(src) if in_snapshot else contextlib.nullcontext()
-    with context:
+    with snapshot(src):
         entries = src.execute_sql("SELECT id, tbl, pk FROM region_journal ORDER BY id").fetchall()
         changed: dict[str, set] = {}
         for _id, tbl, pk in entries:
@@ -366,7 +369,7 @@ def catch_up(src, dst, in_snapshot: bool = True) -> dict[str, set]:
             ids = ids | {k[0] for k in changed.get(table, ())}
             _index_rows(dst, table, sorted(_ids_where(dst, table, "id", sorted(ids))), forget=False)
     ids = [e[0] for e in entries]
-    with (src.atomic() if in_snapshot else contextlib.nullcontext()):
+    with src.atomic():
         p = _param(src)
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
@@ -495,7 +498,6 @@ class FileSync:
     def __init__(self, source, target):
         self.source, self.target = source, target
         self.seen: dict[str, int] = {}
-        self.copied = 0
 
     def _copy(self, key: str) -> None:
         expected = _sha256(self.source, key)
@@ -505,7 +507,6 @@ class FileSync:
         if _sha256(self.target, key) != expected:
             self.target.delete(key)
             raise storage.StorageError(f"the copy of {key} does not match its SHA-256")
-        self.copied += 1
 
     def sync(self, progress: Progress = lambda n: None, delete: bool = False) -> int:
         """Copy what is new or changed since the last round; with ``delete``
