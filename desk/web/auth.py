@@ -23,6 +23,7 @@ from desk.services import auth as auth_service
 from desk.services import people
 from desk.services import setup
 from desk.web.guards import client_ip
+from desk.web.redirects import next_or
 
 bp = Blueprint("auth", __name__)
 
@@ -77,15 +78,7 @@ def login():
     except DeskError as err:
         return _form_error(form, err, "auth/login.html")
     login_user(user, remember=form.remember.data)
-    return redirect(_safe_next() or url_for(policy.landing(user)))
-
-
-def _safe_next() -> str | None:
-    """The ?next= target when it stays on this site."""
-    target = request.args.get("next", "")
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
+    return redirect(next_or(request.args.get("next"), url_for(policy.landing(user))))
 
 
 @bp.route("/logout", methods=["POST"])

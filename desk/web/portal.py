@@ -28,6 +28,7 @@ from desk.web.guards import client_ip
 from desk.web.pages import form_error
 from desk.web.pages import invalid_form
 from desk.web.pages import page_number
+from desk.web.redirects import next_or
 from desk.web.uploads import uploads
 from desk.forms.fields import options
 
@@ -128,6 +129,4 @@ def language():
     """Choose the interface language for this browser session."""
     if EmptyForm().validate_on_submit() and request.form.get("language") in LANGUAGES:
         session["language"] = request.form["language"]
-    target = request.form.get("next", "")
-    return redirect(target if target.startswith("/") and not target.startswith("//")
-                    else url_for("portal.home"))
+    return redirect(next_or(request.form.get("next"), url_for("portal.home")))
