@@ -95,6 +95,25 @@ def sees_private_comments(user) -> bool:
     return is_agent(user) and can(user, "comments:view")
 
 
+def bin_filter(user, module: str):
+    """A peewee condition selecting the deleted records of ``module`` (tickets,
+    comments, contacts, agents) that ``user`` may see in the recycle bin: the same
+    rule as the live pages, so the bin never shows more than they would. Deny by
+    default: without the bin, or without the module's view permission, nothing."""
+    from desk.models import Comment
+    from desk.models import Ticket
+    from desk.models import User
+    model = {"tickets": Ticket, "comments": Comment}.get(module, User)
+    if not can(user, "recycle_bin:view") or not can(user, f"{module}:view"):
+        return model.id.is_null()
+    if module == "tickets":
+        return ticket_filter(user)
+    if module == "comments":
+        # A comment is seen where its ticket is (scope and private departments).
+        return Comment.ticket.in_(Ticket.select(Ticket.id).where(ticket_filter(user)))
+    return model.id.is_null(False)
+
+
 def can_reply(user, ticket, public: bool) -> bool:
     if user.kind == "end_user":
         return public and ticket.requester_id == user.id

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import html as html_module
 import io
 import json
 import re
@@ -820,6 +821,86 @@ def test_private_department_tickets_need_membership_even_with_scope_all(scopes, 
     audit.delete(audit.SYSTEM, AgentDepartment.get(AgentDepartment.agent == alma.id,
                                                    AgentDepartment.department == vault.id))
     assert outsider.get(f"/agent/tickets/{vault_ticket}").status_code == 404
+
+
+BIN_ROW_TITLE = re.compile(r"<tr>\s*<td>(.*?)</td>", re.S)
+
+
+def bin_titles(client, module: str, q: str = "") -> list[str]:
+    resp = client.get(f"/agent/recycle-bin?module={module}" + (f"&q={q}" if q else ""))
+    assert resp.status_code == 200, resp.status_code
+    return [html_module.unescape(t).strip() for t in BIN_ROW_TITLE.findall(main_part(resp))]
+
+
+def test_the_recycle_bin_follows_each_scope_like_the_live_pages(scopes, ctx):
+    """Custom roles holding the bin and restore permissions see in the bin exactly
+    the deleted tickets (and their comments) they saw live, and restore no other."""
+    t, people = scopes["tickets"], scopes["people"]
+    admin = factories.admin()
+    for who in people:
+        scope = "departments" if who.startswith("departments") else people[who].role.ticket_scope
+        binned = make_role(f"Bin {who}", VIEWER + ("recycle_bin:view", "tickets:restore",
+                                                   "comments:restore"), scope)
+        audit.update(audit.SYSTEM, people[who], role=binned)
+    notes = {name: ticket_service.reply(admin, ticket.id, f"note on {name}", False)
+             for name, ticket in t.items()}
+    for name, note in notes.items():
+        ticket_service.delete_comment(admin, t[name].id, note.id)
+    for ticket in t.values():
+        ticket_service.delete_ticket(admin, ticket.id)
+    for who, names in SEES.items():
+        agent = signed_in(ctx, people[who])
+        assert sorted(bin_titles(agent, "tickets")) == sorted(f"#{t[n].id} {t[n].subject}" for n in names), who
+        assert sorted(bin_titles(agent, "comments")) == sorted(
+            f"#{t[n].id}: note on {n}" for n in names), who
+        # The search does not find what the scope hides.
+        assert bin_titles(agent, "tickets", "vault") == (
+            [f"#{t['vault'].id} in the private vault"] if "vault" in names else []), who
+        for name in set(t) - names:
+            assert post(agent, f"/agent/recycle-bin/tickets/{t[name].id}/restore").status_code == 404, (who, name)
+            assert post(agent, f"/agent/recycle-bin/comments/{notes[name].id}/restore").status_code == 404
+            assert reload(t[name]).deleted_at is not None and reload(notes[name]).deleted_at is not None
+    # Asa (assigned) restores the one ticket she may open.
+    asa = signed_in(ctx, people["assigned"])
+    assert post(asa, f"/agent/recycle-bin/tickets/{t['for_assigned'].id}/restore").status_code == 302
+    assert reload(t["for_assigned"]).deleted_at is None
+
+
+def test_the_recycle_bin_keeps_hidden_fields_and_unpermitted_modules_out(ctx):
+    """The review's role: bin + restore, scope "assigned to me", contact name and
+    email hidden, no comments:view. It saw a private ticket's subject, a private
+    note's body, a contact's name and email, and restored a ticket it cannot open."""
+    admin = factories.admin()
+    vault = audit.create(audit.SYSTEM, Department, name="Vault", is_private=True)
+    odd = make_role("Odd bin keeper", ("tickets:view", "contacts:view", "recycle_bin:view",
+                                       "tickets:restore", "comments:restore", "contacts:restore"),
+                    "assigned", {"contacts.name": "hidden", "contacts.email": "hidden"})
+    keeper = agent_with(odd, name="Kit Keeper")
+    ann = factories.end_user(name="Harriet Hidden", email="harriet@example.com")
+    secret = factories.ticket(ann, "Merger plans", department=vault)
+    mine = factories.ticket(ann, "Keeper's own ticket", assignee=keeper)
+    note = ticket_service.reply(admin, mine.id, "private note body", False)
+    ticket_service.delete_comment(admin, mine.id, note.id)
+    ticket_service.delete_ticket(admin, secret.id)
+    ticket_service.delete_ticket(admin, mine.id)
+    recycle_bin.delete_person(admin, ann.id)
+
+    client = signed_in(ctx, keeper)
+    page = html(client.get("/agent/recycle-bin"))
+    for leaked in ("Merger plans", "private note body", "Harriet", "harriet@example.com"):
+        assert leaked not in page, leaked
+    assert 'module=comments"' not in page  # no tab for a module the role may not view
+    assert bin_titles(client, "tickets") == [f"#{mine.id} Keeper's own ticket"]
+    # Asking for the comments tab opens a tab the role may view instead.
+    assert "private note body" not in html(client.get("/agent/recycle-bin?module=comments"))
+    assert bin_titles(client, "contacts") == [f"#{ann.id}"]
+    assert bin_titles(client, "contacts", "Harriet") == []  # no search on a hidden field
+    assert post(client, f"/agent/recycle-bin/tickets/{secret.id}/restore").status_code == 404
+    assert post(client, f"/agent/recycle-bin/comments/{note.id}/restore").status_code == 404
+    assert reload(secret).deleted_at is not None and reload(note).deleted_at is not None
+    assert post(client, f"/agent/recycle-bin/tickets/{mine.id}/restore").status_code == 302
+    assert post(client, f"/agent/recycle-bin/contacts/{ann.id}/restore").status_code == 302
+    assert reload(mine).deleted_at is None and reload(ann).deleted_at is None
 
 
 # ==================================================================================

@@ -562,7 +562,8 @@ def test_each_bin_action_needs_its_own_permission(world, ctx):
     # a contacts:restore holder may restore contacts but not agents
     assert post(admin, f"/agent/people/{w.ann.id}/delete").status_code == 302
     assert post(admin, f"/agent/people/{w.mia.id}/delete").status_code == 302
-    keeper = signed_in(ctx, agent_with(["recycle_bin:view", "contacts:restore"], "Kim Keeper"))
+    keeper = signed_in(ctx, agent_with(["recycle_bin:view", "contacts:view", "contacts:restore"],
+                                       "Kim Keeper"))
     assert post(keeper, f"/agent/recycle-bin/agents/{w.mia.id}/restore").status_code == 403
     assert post(keeper, f"/agent/recycle-bin/contacts/{w.ann.id}/restore").status_code == 302
     assert reload(w.ann).deleted_at is None and reload(w.mia).deleted_at is not None

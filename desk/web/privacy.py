@@ -65,9 +65,10 @@ def bin_list():
     """Deleted records by module, with when each will be purged."""
     counts = recycle_bin.counts(current_user)
     module = request.args.get("module", "")
-    if module not in recycle_bin.MODULES:
-        # Open on the first tab that holds something, not on an empty one.
-        module = next((m for m, n in counts.items() if n), recycle_bin.MODULES[0])
+    if module not in counts:
+        # Open on the first tab that holds something, not on an empty one (the
+        # tabs are the modules the role may view).
+        module = next((m for m, n in counts.items() if n), next(iter(counts), "tickets"))
     q = search_arg(request.args)
     return render_template("agent/recycle_bin.html", module=module, q=q,
                            page=recycle_bin.items(current_user, module, q, page_number()),
