@@ -13,6 +13,7 @@ import struct
 import time
 import zlib
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -295,6 +296,47 @@ def test_unknown_and_huge_ids_are_not_found(ctx, ann_browser):
         resp = post_form(ann_browser, path, {"body": "hi", "status": "closed"}, form_page="/tickets/new")
         assert resp.status_code == 404, path
 
+
+
+def _digits(number: int, zero: str) -> str:
+    """``number`` written in the decimal digits of another script."""
+    return "".join(chr(ord(zero) + int(d)) for d in str(number))
+
+
+# Arabic-Indic, Extended Arabic-Indic, Devanagari, Bengali, fullwidth, mathematical.
+OTHER_ZEROS = ["\u0660", "\u06f0", "\u0966", "\u09e6", "\uff10", "\U0001d7d8"]
+
+
+@pytest.mark.parametrize("zero", OTHER_ZEROS)
+def test_ids_in_urls_are_ascii_digits_only(ctx, ann_browser, zero):
+    ticket_id = ticket_id_from(submit(ann_browser, files=[("a.txt", b"a"), ("b.txt", b"b"),
+                                                          ("c.txt", b"c")]))
+    attachment_id = Attachment.select().order_by(Attachment.id.desc()).first().id
+    assert ann_browser.get(f"/attachments/{attachment_id}").data == b"c"
+    assert ann_browser.get(f"/my/tickets/{ticket_id}").status_code == 200
+    for path in (f"/attachments/{_digits(attachment_id, zero)}",
+                 f"/my/tickets/{_digits(ticket_id, zero)}",
+                 f"/attachments/{attachment_id}\u200b", f"/attachments/+{attachment_id}"):
+        resp = ann_browser.get(quote(path))
+        assert resp.status_code == 404, path
+        assert "Not found" in resp.get_data(as_text=True)
+    resp = post_form(ann_browser, quote(f"/my/tickets/{_digits(ticket_id, zero)}/status"),
+                     {"status": "closed"}, form_page="/tickets/new")
+    assert resp.status_code == 404
+    assert Ticket.get_by_id(ticket_id).status != "closed"
+
+
+def test_every_route_id_uses_the_one_ascii_id_converter(app):
+    from werkzeug.routing.converters import NumberConverter
+    from desk.web.pages import IdConverter
+    assert IdConverter.regex == "[0-9]+"
+    ids = 0
+    for rule in app.url_map.iter_rules():
+        for name, converter in rule._converters.items():
+            if name.endswith("_id") or name == "id" or isinstance(converter, NumberConverter):
+                assert type(converter) is IdConverter, (rule.rule, name)
+                ids += 1
+    assert ids > 30
 
 # --- size limits --------------------------------------------------------------
 

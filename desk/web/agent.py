@@ -21,6 +21,7 @@ from desk.web.fields import field_errors
 from desk.web.fields import posted_custom_values
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip
+from desk.web.pages import ascii_number
 from desk.web.pages import page_number
 from desk.web.uploads import uploads
 from desk.forms.fields import options
@@ -69,7 +70,7 @@ def _posted_properties(form) -> dict:
             data = form[name].data
         elif name in request.form:
             raw = request.form[name]
-            data = int(raw) if raw.isdigit() and len(raw) < 10 else raw
+            data = int(raw) if ascii_number(raw, 9) else raw
         else:
             continue
         values[key] = (data or None) if key.endswith("_id") else data

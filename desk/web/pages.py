@@ -10,7 +10,12 @@ MAX_ID = 2**31 - 1
 
 
 class IdConverter(IntegerConverter):
-    """A positive database id; larger numbers are simply not found (404)."""
+    """The one converter for every id in a route: a positive database id in
+    ASCII digits only (``[0-9]+``; werkzeug's ``int`` takes any Unicode digit,
+    so ``/attachments/٣`` was attachment 3). Anything else, and numbers past the
+    largest id, are simply not found (404)."""
+
+    regex = r"[0-9]+"
 
     def __init__(self, url_map):
         super().__init__(url_map, min=1, max=MAX_ID)
@@ -30,5 +35,13 @@ def invalid_form(form, template: str, **context):
 
 
 def page_number() -> int:
-    page = request.args.get("page", 1, type=int) or 1
+    """The ?page= number (ASCII digits), 1 when absent or odd."""
+    raw = request.args.get("page", "")
+    page = int(raw) if ascii_number(raw, 20) else 1
     return min(max(page, 1), 100_000)
+
+
+def ascii_number(raw: str, max_digits: int = 10) -> bool:
+    """Whether ``raw`` is a plain number in ASCII digits (``str.isdigit`` also
+    takes ``٣`` and ``³``)."""
+    return 0 < len(raw) <= max_digits and raw.isascii() and raw.isdigit()
