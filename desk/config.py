@@ -30,6 +30,10 @@ DEFAULTS: dict[str, Any] = {
     "BASE_URL": "http://127.0.0.1:5000",
     "RETENTION_DAYS": 60,
     "BULK_EXPORT_DAYS": 7,  # days a bulk export stays downloadable
+    # An erasure ends by rebuilding the database (SQLite VACUUM, PostgreSQL VACUUM FULL of
+    # the tables it touched) so no deleted value lingers in the file; above this size it
+    # only logs that the rebuild was skipped (it blocks writers while it runs).
+    "ERASURE_COMPACT_MAX_MB": 2048,
     "SMTP_HOST": "",
     "SMTP_PORT": 25,
     "SMTP_USER": "",

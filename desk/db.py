@@ -24,6 +24,7 @@ import os
 import threading
 import time
 from typing import Callable
+from typing import Iterable
 from typing import Iterator
 
 from flask import Flask
@@ -224,6 +225,39 @@ def write_transaction() -> Iterator[None]:
         if db.obj is database:
             _on_moved()
     raise RuntimeError("the data store moved more than once during one write")
+
+
+def store_size(tables: Iterable[str] = ()) -> int:
+    """Bytes the store takes: the SQLite file with its write-ahead log, or on
+    PostgreSQL the named tables with their indexes and TOAST."""
+    database = db.obj
+    if isinstance(database, SqliteDatabase):
+        path = database.database
+        return sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
+    total = 0
+    for table in tables:
+        row = database.execute_sql("SELECT pg_total_relation_size(to_regclass(%s))", (table,)).fetchone()
+        total += row[0] or 0
+    return total
+
+
+def compact(tables: Iterable[str]) -> None:
+    """Rewrite the store so that deleted and overwritten values leave nothing
+    behind in the files. secure_delete zeroes deleted cells and free pages, but
+    not the unallocated gap inside live pages that SQLite rebuilds while
+    balancing, nor the write-ahead log: VACUUM rebuilds the whole file and the
+    checkpoints fold the log in and truncate it. On PostgreSQL a deleted or
+    updated row stays in its page as a dead tuple until VACUUM FULL rewrites
+    the table. Writers wait meanwhile (SQLite: the write queue)."""
+    database = db.obj
+    if isinstance(database, SqliteDatabase):
+        with database.write_queue.turn():
+            database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            database.execute_sql("VACUUM")
+            database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return
+    for table in tables:
+        database.execute_sql(f'VACUUM FULL "{table}"')  # names from the models, never input
 
 
 _cursor_names = itertools.count(1)

@@ -9,6 +9,7 @@ and records its completion, so a crash resumes where it stopped.
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 from flask import current_app
@@ -18,8 +19,10 @@ from desk import audit
 from desk import crypto
 from desk import policy
 from desk.audit import Actor
+from desk.db import compact
 from desk.db import db
 from desk.db import is_sqlite
+from desk.db import store_size
 from desk.errors import Conflict
 from desk.errors import InvalidInput
 from desk.errors import NotFound
@@ -50,6 +53,8 @@ MODES = (ANONYMIZE, ERASE_WITH_TICKETS)
 OPEN = (REQUESTED, RUNNING)
 BATCH = 200
 MIN_TERM = 3
+
+log = logging.getLogger(__name__)
 
 
 def placeholder(user: User) -> str:
@@ -341,14 +346,26 @@ def _step_exports(actor: Actor, req: ErasureRequest, user: User) -> None:
     bulk_export.discard_for_erasure(actor)
 
 
-def _step_flush(actor: Actor, req: ErasureRequest, user: User) -> None:
-    """SQLite keeps recent pages in its write-ahead log: fold it back in now."""
-    if is_sqlite():
-        db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+def _step_compact(actor: Actor, req: ErasureRequest, user: User) -> None:
+    """What the steps deleted or overwrote must not linger in the database
+    files either (unused space of live pages, dead rows, the write-ahead log):
+    rebuild the store, when it is small enough to do so without holding
+    writers up for long. A larger one is rebuilt by the administrator in a
+    quiet hour (VACUUM), as the log says."""
+    tables = db.get_tables()
+    limit = current_app.config["ERASURE_COMPACT_MAX_MB"] * 1024 * 1024
+    if store_size(tables) <= limit:
+        compact(tables)
+    else:
+        if is_sqlite():
+            db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        log.warning("erasure request %s: the database is larger than ERASURE_COMPACT_MAX_MB and "
+                    "was not rebuilt; run VACUUM (PostgreSQL: VACUUM FULL) in a quiet hour so "
+                    "deleted values leave its files", req.id)
 
 
 STEPS = (_step_recycle, _step_files, _step_scrub, _step_traces, _step_profile, _step_keys,
-         _step_exports, _step_flush)
+         _step_exports, _step_compact)
 
 
 def run(request_id: int) -> ErasureRequest:
