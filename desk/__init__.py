@@ -43,10 +43,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def init_instance(app: Flask) -> None:
-    """The data folder, the session secret and the encryption keyring (made on first start)."""
+    """The data folder (owner-only), the session secret and the encryption
+    keyring (made on first start)."""
     from desk import crypto
-    data_dir = Path(app.config["DATA_DIR"])
-    data_dir.mkdir(parents=True, exist_ok=True)
+    from desk import instance_files
+    instance_files.init_app(app.config)
     app.config["SECRET_KEY"] = crypto.load_secret_key(app.config)
     app.extensions["desk.keyring"] = crypto.load_keyring(app.config)
     app.config.update(
