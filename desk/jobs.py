@@ -16,6 +16,7 @@ from flask import Flask
 from flask import current_app
 
 from desk.services import attachments
+from desk.services import audit_log
 from desk.services import backup
 from desk.services import custom_fields
 from desk.services import bulk_export
@@ -80,6 +81,10 @@ def run_requested_move() -> None:
     region_move.run_requested(current_app._get_current_object())
 
 
+def verify_audit_chain() -> None:
+    audit_log.verify_chain()
+
+
 def renew_lease() -> None:
     """Nothing of its own: running it keeps the lease alive between other jobs."""
 
@@ -97,6 +102,7 @@ JOBS = (
     Job("expire-bulk-exports", expire_bulk_exports, 600, first_after=120),
     Job("wipe-old-region", wipe_old_region, 3600, first_after=600),
     Job("region-move", run_requested_move, 30, first_after=30),
+    Job("verify-audit-chain", verify_audit_chain, 86400, first_after=900),
 )
 
 

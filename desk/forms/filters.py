@@ -75,6 +75,11 @@ def check_ticket_args(args) -> None:
 AUDIT_ARGS = ("record", "actor", "subject", "action", "since", "until")
 
 
+def audit_args(args) -> dict[str, str]:
+    """The audit filters set in ``args``, to carry over to pages and the export link."""
+    return {k: v for k, v in args.items() if k in AUDIT_ARGS and v}
+
+
 def _date(raw: str, name: str, bad: list[str]):
     if not raw:
         return None
@@ -104,7 +109,7 @@ def audit_filters(args, strict: bool = False) -> AuditFilters:
         if args.get(name) and people[name] is None:
             bad.append(name)
     action = args.get("action", "")
-    if action and not re.fullmatch(r"[a-z_]{1,40}", action):
+    if action and not re.fullmatch(r"[a-z][a-z_.\-]{0,39}", action):
         bad.append("action")
         action = ""
     since = _date(args.get("since", ""), "since", bad)

@@ -30,7 +30,8 @@ class AuditEntry(BaseModel):
     hash = CharField(max_length=64)
 
     class Meta:
-        indexes = ((("record_type", "record_id", "action", "created_at"), False),)
+        indexes = ((("record_type", "record_id", "action", "created_at"), False),
+                   (("action", "id"), False))
 
 
 class AuditHead(BaseModel):

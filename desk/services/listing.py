@@ -201,10 +201,13 @@ def audit_query(filters: AuditFilters, query=None):
     """Audit entries matching ``filters`` (the caller decides who may read them)."""
     from desk.models import AuditEntry
     query = query if query is not None else AuditEntry.select()
-    if filters.record_type:
-        query = query.where(AuditEntry.record_type == filters.record_type)
-    if filters.record_id:
-        query = query.where(AuditEntry.record_id == filters.record_id)
+    if filters.record_type == "Ticket" and filters.record_id:
+        query = query.where(_ticket_history(int(filters.record_id)))
+    else:
+        if filters.record_type:
+            query = query.where(AuditEntry.record_type == filters.record_type)
+        if filters.record_id:
+            query = query.where(AuditEntry.record_id == filters.record_id)
     if filters.actor:
         query = query.where(AuditEntry.actor_id == filters.actor)
     if filters.subject:
@@ -216,3 +219,18 @@ def audit_query(filters: AuditFilters, query=None):
     if filters.until:
         query = query.where(AuditEntry.created_at < filters.until)
     return query
+
+
+def _ticket_history(ticket_id: int):
+    """A ticket's own history: the ticket, and its comments, files and custom
+    field values (those still in the database)."""
+    from desk.models import Attachment
+    from desk.models import AuditEntry
+    from desk.models import Comment
+    from desk.models import TicketFieldValue
+    condition = (AuditEntry.record_type == "Ticket") & (AuditEntry.record_id == str(ticket_id))
+    for model in (Comment, Attachment, TicketFieldValue):
+        ids = [str(r.id) for r in model.select(model.id).where(model.ticket == ticket_id)]
+        if ids:
+            condition |= (AuditEntry.record_type == model.__name__) & AuditEntry.record_id.in_(ids)
+    return condition

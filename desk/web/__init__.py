@@ -5,6 +5,7 @@ from flask import Flask
 def register_blueprints(app: Flask) -> None:
     from desk.web import admin
     from desk.web import agent
+    from desk.web import audit
     from desk.web import auth
     from desk.web import exports
     from desk.web import fields
@@ -20,7 +21,7 @@ def register_blueprints(app: Flask) -> None:
     from desk.web.pages import IdConverter
 
     app.url_map.converters["id"] = IdConverter
-    for module in (auth, portal, me, agent, admin, privacy, regions, roles, mail, fields, files, health, tokens, exports):
+    for module in (auth, portal, me, agent, admin, privacy, regions, roles, mail, fields, files, health, tokens, exports, audit):
         app.register_blueprint(module.bp)
     from desk.web import api
     api.init_app(app)
