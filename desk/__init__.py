@@ -47,6 +47,7 @@ def init_instance(app: Flask) -> None:
     keyring (made on first start)."""
     from desk import crypto
     from desk import instance_files
+    from desk import ratelimits
     instance_files.init_app(app.config)
     app.config["SECRET_KEY"] = crypto.load_secret_key(app.config)
     app.extensions["desk.keyring"] = crypto.load_keyring(app.config)
@@ -61,7 +62,7 @@ def init_instance(app: Flask) -> None:
         # so the form's text survives; this cap only stops abuse.
         MAX_CONTENT_LENGTH=2 * app.config["ATTACHMENTS_MAX_BYTES"] + 2**20,
         MAX_FORM_MEMORY_SIZE=1024 * 1024,
-        RATELIMIT_STORAGE_URI=app.config["RATELIMIT_STORAGE_URI"],
+        RATELIMIT_STORAGE_URI=ratelimits.storage_uri(app.config),
         RATELIMIT_HEADERS_ENABLED=True,
     )
 

@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "SECRET_KEY": "",  # empty: <DATA_DIR>/secret_key
     "HTTPS": False,  # set when a proxy in front terminates TLS
     "PROXY_FIX": 0,  # number of trusted proxies setting X-Forwarded-*
-    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_STORAGE_URI": "",  # empty: <DATA_DIR>/ratelimits.db, shared by this machine's workers
     "LOGIN_ADDRESS_LIMIT": "20 per minute",
     "API_RATE_LIMIT": "120 per minute",  # per API token
     "LOGIN_ACCOUNT_MAX_FAILURES": 5,
