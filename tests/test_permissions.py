@@ -204,6 +204,8 @@ RULES = {
     "privacy.purge_now": "{module}:delete+recycle_bin:delete",
     "privacy.erasure_queue": "settings:manage",
     "privacy.settings_page": "settings:manage",
+    "audit.audit_page": "audit:view",
+    "audit.verify_now": "settings:manage",
     "regions.region_page": "settings:manage",
 
     "admin.department_list": "departments:manage",
