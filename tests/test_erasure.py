@@ -45,6 +45,10 @@ from desk.services import email_change
 from desk.services import attachments as files_service
 from desk.services import erasure
 from desk.services import mail
+from desk.services.identifiers import EMAIL_REMOVED
+from desk.services.identifiers import Identifiers
+from desk.services.identifiers import NAME_REMOVED
+from desk.services.identifiers import PHONE_REMOVED
 from desk.services import profile
 from desk.services import purge
 from desk.services import tickets as ticket_service
@@ -428,7 +432,7 @@ def test_erase_with_tickets_sends_them_through_the_recycle_bin(ctx, admin, admin
         assert t["requester"] == person.id
         assert NAME not in t["subject"] and PHONE not in t["description"]
     assert row(Ticket, theirs.id)["deleted_at"] is None
-    assert row(Comment, my_comment_elsewhere.id)["body"] == f"Copying Deleted user {person.id}."
+    assert row(Comment, my_comment_elsewhere.id)["body"] == "Copying [name removed]."
     assert row(User, person.id)["anonymized_at"] is not None
     html = text(admin_browser.get("/agent/recycle-bin?module=tickets"))
     assert all(f"#{i}" in html for i in mine) or all(f"/{i}/restore" in html for i in mine)
@@ -481,9 +485,8 @@ def test_a_crashed_erasure_resumes_and_finishes_once(ctx, admin, person, other):
     req = ErasureRequest.get_by_id(req.id)
     assert req.status == DONE and req.step == len(erasure.STEPS) and req.finished_at is not None
     assert row(User, person.id)["name"] == f"Deleted user {person.id}"
-    p = f"Deleted user {person.id}"
-    assert row(Ticket, theirs.id)["description"] == f"{p} is at {p}."
-    assert row(Comment, mention.id)["body"] == f"Also Deleted user {person.id}."
+    assert row(Ticket, theirs.id)["description"] == f"{NAME_REMOVED} is at {PHONE_REMOVED}."
+    assert row(Comment, mention.id)["body"] == f"Also {EMAIL_REMOVED}."
     # The repeated step did not scrub twice; the erasure is recorded once.
     scrubs = [(e.record_type, e.record_id) for e in
               AuditEntry.select().where(AuditEntry.action == "scrub")]
@@ -614,19 +617,20 @@ def test_proof_nothing_on_disk_names_them(ctx, database_url, admin, admin_browse
 
     # Where others named them, the placeholder stands; their tickets stay, pseudonymized.
     p, pid = world.placeholder, world.person_id
+    n, e, ph = NAME_REMOVED, EMAIL_REMOVED, PHONE_REMOVED
     theirs = row(Ticket, world.their_ticket)
-    assert theirs["subject"] == f"Complaint about {p}"
-    assert theirs["description"] == f"My neighbour {p} ({p}, {p}) keeps calling."
+    assert theirs["subject"] == f"Complaint about {n}"
+    assert theirs["description"] == f"My neighbour {n} ({e}, {ph}) keeps calling."
     assert [row(Comment, c)["body"] for c in world.mentions] == [
-        f"Hello {p}, we will call you on {p}.", f"{p} ({p}) sounded upset.",
-        f"Again: {p}, {p}, {p}.", f"We spoke to {p} at {p}."]
+        f"Hello {n}, we will call you on {ph}.", f"{n} ({e}) sounded upset.",
+        f"Again: {n}, {e}, {ph}.", f"We spoke to {n} at {ph}."]
     t1, t2 = (row(Ticket, t) for t in world.my_tickets)
     assert t1["requester"] == pid and t2["requester"] == pid
     assert t1["deleted_at"] is None and t2["deleted_at"] is None
-    assert t1["subject"] == f"{p}: printer on fire"
-    assert t1["description"] == f"Call {p} on {p} or write to {p}."
-    assert t2["subject"] == f"Second question from {p}"
-    assert [c.body for c in Comment.select().where(Comment.author == pid)] == [f"Thanks! {p}, {p}"]
+    assert t1["subject"] == f"{n}: printer on fire"
+    assert t1["description"] == f"Call {n} on {ph} or write to {e}."
+    assert t2["subject"] == f"Second question from {n}"
+    assert [c.body for c in Comment.select().where(Comment.author == pid)] == [f"Thanks! {n}, {ph}"]
     person = row(User, pid)
     assert (person["name"], person["email"], person["phone"], person["mobile"]) == (
         p, f"deleted-user-{pid}@invalid.invalid", "", "")
@@ -637,9 +641,9 @@ def test_proof_nothing_on_disk_names_them(ctx, database_url, admin, admin_browse
     assert not [m.id for m in MailMessage.select() if found(f"{m.recipient} {m.subject} {m.body}")]
     assert MailMessage.select().where(MailMessage.recipient == "oscar@example.com",
                                       MailMessage.subject.contains("Welcome")).count() == 1
-    # Agents see the placeholder on the ticket page.
+    # Agents see the placeholder (the requester) and the markers on the ticket page.
     html = text(admin_browser.get(f"/agent/tickets/{world.my_tickets[0]}"))
-    assert p in html and not found(html)
+    assert p in html and n in html and not found(html)
     ok, summary = audit.verify()
     assert ok, summary
 
@@ -703,7 +707,7 @@ def test_proof_nothing_logged_at_debug_during_the_erasure_names_them(ctx, admin,
         resp = erase(admin_browser, person.id, token=token)
         records = list(caplog.records)
     assert resp.status_code == 302
-    assert row(Ticket, theirs.id)["subject"] == f"About Deleted user {person.id}"
+    assert row(Ticket, theirs.id)["subject"] == "About [name removed]"
     assert records  # something was logged at DEBUG
     leaking = [(r.name, r.getMessage()[:300]) for r in records if found(r.getMessage())]
     assert leaking == []
@@ -832,3 +836,66 @@ def test_proof_no_fragment_lingers_in_free_space_after_mail_about_them(ctx, data
     else:
         raw = raw_pages_postgres(database_url)
         assert found(raw) == [], {n: context_of(raw, n) for n in found(raw)}
+
+
+def attachments_of(named: list[tuple[str, bytes]]) -> list[files_service.Upload]:
+    return [files_service.Upload(filename=name, stream=io.BytesIO(data)) for name, data in named]
+
+
+def test_every_form_of_their_identifiers_goes_each_kind_to_its_own_marker(ctx, database_url, admin,
+                                                                         admin_browser, person, other):
+    """The cases a new user found: the first name alone in another person's
+    comment, the phone in other formattings, the email split over a line break,
+    the name in a file's name. Someone else who shares a first name, in a thread
+    that is not about the person, keeps it."""
+    first, surname = NAME.split()
+    local, domain = EMAIL.split("@")
+    b = signed_in(ctx, person)
+    mine = submit(b, "Printer", "It smokes.")
+    on_mine = ticket_service.reply(admin, mine, f"I know {first}, she told me too.")
+    theirs = ticket_service.submit(other, f"Complaint about {NAME}", "Loud music.")
+    replies = [ticket_service.reply(admin, theirs.id, body, public=False).id for body in (
+        f"{first} called again from 07700 900123.",
+        f"Her other numbers: (0)7700-900-123 and +44 7700 900123; {surname} said so.",
+        f"Write to {local}@\n{domain} or to {local}@exam=\nple.org (soft break).",
+        f"Or just {local} on the chat.")]
+    stranger = ticket_service.submit(other, "Another Xavierine", f"{first} Smith, no relation.")
+    file_ticket = ticket_service.submit(
+        other, "Scans", "Attached.", None, attachments_of([(f"{first}_{surname}_passport.pdf", b"%PDF-1.4 scan")]))
+    kept_file = ticket_service.submit(other, "Scans 2", "Attached.", None,
+                                      attachments_of([("invoice.pdf", b"%PDF-1.4 invoice")]))
+    assert erase(admin_browser, person.id).status_code == 302
+    n, e, ph = NAME_REMOVED, EMAIL_REMOVED, PHONE_REMOVED
+    assert row(Comment, on_mine.id)["body"] == f"I know {n}, she told me too."
+    assert [row(Comment, c)["body"] for c in replies] == [
+        f"{n} called again from {ph}.",
+        f"Her other numbers: {ph} and {ph}; {n} said so.",
+        f"Write to {e} or to {e} (soft break).",
+        f"Or just {e} on the chat."]
+    assert row(Ticket, theirs.id)["subject"] == f"Complaint about {n}"
+    # A thread that never names the person keeps a shared first name.
+    assert row(Ticket, stranger.id)["description"] == f"{first} Smith, no relation."
+    assert Attachment.select().where(Attachment.ticket == file_ticket.id).count() == 0
+    assert Attachment.select().where(Attachment.ticket == kept_file.id).count() == 1
+    texts = [t.subject + t.description for t in Ticket.select().where(Ticket.id != stranger.id)]
+    texts += [c.body for c in Comment.select()]
+    assert [t for t in texts if found(t, NEEDLES + (first, local, "900123", "900-123"))] == []
+
+
+def test_the_identifier_patterns_know_each_formatting():
+    who = Identifiers(names={"Xavierine Qwertyson"}, emails={"xavierine.q@example.org"},
+                      phones={"+44 7700 900123"})
+    for text in ("+44 7700 900123", "07700 900123", "(0)7700-900-123", "0044 (0)7700 900 123",
+                 "+44 (0) 7700.900.123", "7700900123"):
+        assert who.scrub(f"call {text} now", about_them=False) == f"call {PHONE_REMOVED} now", text
+    for text in ("order 900123", "ref 17700900123", "77009001234"):
+        assert who.scrub(text, about_them=True) == text and not who.mentions(text)
+    assert who.scrub("XAVIERINE\nqwertyson", about_them=False) == NAME_REMOVED
+    assert who.scrub("Xavierine alone", about_them=False) == "Xavierine alone"
+    assert who.scrub("Xavierine alone", about_them=True) == f"{NAME_REMOVED} alone"
+    assert who.scrub("Xavierines", about_them=True) == "Xavierines"  # a word of its own only
+    assert who.scrub("xavierine.q@exam\nple.org", about_them=False) == EMAIL_REMOVED
+    assert who.search_terms() == (["Qwertyson", "Xavierine", "xavierine.q"],
+                                  [("477", "123"), ("700", "123"), ("770", "123")])
+    # Too few digits to tell a phone number from an order number: no pattern.
+    assert not Identifiers(names=set(), emails=set(), phones={"12345"})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
@@ -47,7 +46,9 @@ from desk.services import custom_fields
 from desk.services import mail
 from desk.services import people
 from desk.services import purge
+from desk.services import search
 from desk.services import tokens
+from desk.services.identifiers import Identifiers
 
 MODES = (ANONYMIZE, ERASE_WITH_TICKETS)
 OPEN = (REQUESTED, RUNNING)
@@ -104,7 +105,7 @@ def preview(admin: User, user_id: int) -> dict:
         "attachments": Attachment.select().where(Attachment.uploader == user.id).count(),
         "audit_entries": AuditEntry.select().where((AuditEntry.subject_id == user.id)
                                                    | (AuditEntry.actor_id == user.id)).count(),
-        "mentions": _mention_count(_terms(user)),
+        "mentions": _mention_count(_identifiers(user)),
         "pending": _open_request(user),
     }
 
@@ -172,30 +173,44 @@ def resume_all() -> int:
 TERM_FIELDS = ("name", "email", "phone", "mobile")
 
 
-def _terms(user: User) -> list[str]:
-    """The values to find and replace: name, email and phone numbers, now and
-    before (from the audit history, while the person's key still opens it),
-    and any address they asked to move to."""
-    values = {getattr(user, f) for f in TERM_FIELDS}
+def _known_values(user: User) -> dict[str, set[str]]:
+    """Their name, email and phone numbers, now and before (from the audit
+    history, while the person's key still opens it), and any address they
+    asked to move to: field -> values."""
+    values: dict[str, set[str]] = {f: {getattr(user, f) or ""} for f in TERM_FIELDS}
     history = AuditEntry.select().where(AuditEntry.record_type == "User",
                                         AuditEntry.record_id == str(user.id))
     for entry in history.iterator():
-        for field, pair in audit.read_changes(entry).items():
-            if field in TERM_FIELDS and isinstance(pair, list):
-                values.update(v for v in pair if isinstance(v, str) and v != crypto.ERASED)
-    values.update(r.new_email for r in EmailChangeRequest.select().where(EmailChangeRequest.user == user.id))
+        for name, pair in audit.read_changes(entry).items():
+            if name in TERM_FIELDS and isinstance(pair, list):
+                values[name].update(v for v in pair if isinstance(v, str) and v != crypto.ERASED)
+    values["email"].update(r.new_email for r in
+                           EmailChangeRequest.select().where(EmailChangeRequest.user == user.id))
+    return values
+
+
+def _identifiers(user: User) -> Identifiers:
+    values = _known_values(user)
+    return Identifiers(names=values["name"], emails=values["email"],
+                       phones=values["phone"] | values["mobile"],
+                       keep={placeholder(user), placeholder_email(user)})
+
+
+def _terms(user: User) -> list[str]:
+    """The values as stored, longest first (to find files and mail naming them)."""
+    values = set().union(*_known_values(user).values())
     placeholders = {placeholder(user), placeholder_email(user)}
     return sorted((v.strip() for v in values
                    if v and len(v.strip()) >= MIN_TERM and v.strip() not in placeholders),
                   key=len, reverse=True)
 
 
-def _mention_count(terms: list[str]) -> int:
-    total = 0
-    for term in terms:
-        total += Ticket.select().where(Ticket.subject.contains(term) | Ticket.description.contains(term)).count()
-        total += Comment.select().where(Comment.body.contains(term)).count()
-    return total
+def _mention_count(who: Identifiers) -> int:
+    """Tickets and comments the scrub will look at (found through the text index)."""
+    if not who:
+        return 0
+    return (Ticket.select().where(_candidates(Ticket, who)).count()
+            + Comment.select().where(_candidates(Comment, who)).count())
 
 
 def _step_recycle(actor: Actor, req: ErasureRequest, user: User) -> None:
@@ -219,10 +234,10 @@ def _remove_attachments(actor: Actor, rows: list[Attachment]) -> None:
     purge.remove_pending_files(current_app.config)
 
 
-def _mentions_in_file(row: Attachment, needles: list[bytes]) -> bool:
+def _mentions_in_file(row: Attachment, needles: list[bytes], who: Identifiers) -> bool:
     """Whether a file's name or bytes name the person (text files, and text
     inside others as far as it is stored plainly)."""
-    if any(n in row.filename.lower().encode() for n in needles):
+    if any(n in row.filename.lower().encode() for n in needles) or who.mentions(row.filename.replace("_", " ")):
         return True
     try:
         with files_service.open_file(current_app.config, row) as fh:
@@ -240,10 +255,10 @@ def _step_files(actor: Actor, req: ErasureRequest, user: User) -> None:
         if not rows:
             break
         _remove_attachments(actor, rows)
-    terms = _terms(user)
+    terms, who = _terms(user), _identifiers(user)
     needles = [t.lower().encode() for t in terms]
     by_name = None
-    for term in terms:
+    for term in terms + who.search_terms()[0]:
         c = Attachment.filename.contains(term)
         by_name = c if by_name is None else by_name | c
     on_theirs = Attachment.ticket.in_(Ticket.select(Ticket.id).where(Ticket.requester == user.id))
@@ -255,43 +270,65 @@ def _step_files(actor: Actor, req: ErasureRequest, user: User) -> None:
         if not rows:
             break
         last = rows[-1].id
-        naming = [r for r in rows if _mentions_in_file(r, needles)]
+        naming = [r for r in rows if _mentions_in_file(r, needles, who)]
         if naming:
             _remove_attachments(actor, naming)
 
 
-def _replace(text: str, terms: list[str], replacement: str) -> str:
-    for term in terms:
-        text = re.sub(re.escape(term), replacement, text, flags=re.IGNORECASE)
-    return text
+def _candidates(model, who: Identifiers):
+    """Rows of ``model`` that may name the person, found through the text index."""
+    terms, pairs = who.search_terms()
+    condition = search.mentions(model, terms)
+    for first, last in pairs:
+        condition = condition | (search.mentions(model, [first]) & search.mentions(model, [last]))
+    return condition
+
+
+TEXT = {Ticket: ("subject", "description"), Comment: ("body",)}
 
 
 def _step_scrub(actor: Actor, req: ErasureRequest, user: User) -> None:
-    """Mentions of their name, email and phone in any ticket or comment become
-    the placeholder; the audit says text was scrubbed, never what it said, and
-    the history of that text is shredded."""
-    terms, replacement = _terms(user), placeholder(user)
-    targets = ((Ticket, ("subject", "description")), (Comment, ("body",)))
-    for model, fields in targets:
-        for term in terms:
-            condition = None
-            for name in fields:
-                c = getattr(model, name).contains(term)
-                condition = c if condition is None else condition | c
-            last = 0
-            while True:
-                rows = list(model.select().where(condition, model.id > last)
-                            .order_by(model.id).limit(BATCH))
-                if not rows:
-                    break
-                with audit.transaction():
-                    for row in rows:
-                        values = {n: _replace(getattr(row, n), terms, replacement) for n in fields}
-                        values = {n: v for n, v in values.items() if v != getattr(row, n)}
-                        if values:
-                            audit.update(actor, row, action="scrub", redact=True, **values)
-                    crypto.destroy_record_keys(model.__name__, [r.id for r in rows])
-                last = rows[-1].id
+    """Every mention of them in tickets and comments (live or recycled) gives
+    way to a marker: [name removed], [email removed], [phone removed]. A thread
+    is looked at whole, a batch of threads at a time: their own tickets'
+    threads, and the threads where the text index finds a candidate. In a
+    thread that is about them (theirs, or one that names them), a part of their
+    name standing alone goes too. The audit says that text was scrubbed, never
+    what it said, and the history of the thread's text is shredded."""
+    who = _identifiers(user)
+    if not who:
+        return
+    threads = (Ticket.select(Ticket.id).where(Ticket.requester == user.id)
+               | Ticket.select(Ticket.id).where(_candidates(Ticket, who))
+               | Comment.select(Comment.ticket).where(_candidates(Comment, who)))
+    last = 0
+    while True:
+        ids = [row[0] for row in Ticket.select(Ticket.id)
+               .where(Ticket.id.in_(threads), Ticket.id > last)
+               .order_by(Ticket.id).limit(BATCH).tuples()]
+        if not ids:
+            break
+        comments: dict[int, list[Comment]] = {}
+        for comment in Comment.select().where(Comment.ticket.in_(ids)).order_by(Comment.id):
+            comments.setdefault(comment.ticket_id, []).append(comment)
+        shred: dict[type, list[int]] = {Ticket: [], Comment: []}
+        with audit.transaction():
+            for ticket in Ticket.select().where(Ticket.id.in_(ids)).order_by(Ticket.id):
+                thread = [ticket, *comments.get(ticket.id, [])]
+                about = ticket.requester_id == user.id or any(
+                    who.mentions(getattr(row, name)) for row in thread for name in TEXT[type(row)])
+                if not about:
+                    continue  # the index found a part of another word, not them
+                for row in thread:
+                    values = {name: who.scrub(getattr(row, name), about_them=True)
+                              for name in TEXT[type(row)]}
+                    values = {n: v for n, v in values.items() if v != getattr(row, n)}
+                    if values:
+                        audit.update(actor, row, action="scrub", redact=True, **values)
+                    shred[type(row)].append(row.id)
+            for model, row_ids in shred.items():
+                crypto.destroy_record_keys(model.__name__, row_ids)
+        last = ids[-1]
 
 
 def _step_traces(actor: Actor, req: ErasureRequest, user: User) -> None:
