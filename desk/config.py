@@ -49,8 +49,10 @@ DEFAULTS: dict[str, Any] = {
     "RATELIMIT_STORAGE_URI": "",  # empty: <DATA_DIR>/ratelimits.db, shared by this machine's workers
     "LOGIN_ADDRESS_LIMIT": "20 per minute",
     "API_RATE_LIMIT": "120 per minute",  # per API token
-    "LOGIN_ACCOUNT_MAX_FAILURES": 5,
-    "LOGIN_ACCOUNT_WINDOW_MINUTES": 15,
+    "LOGIN_ACCOUNT_MAX_FAILURES": 5,  # wrong passwords for one address from one client, then waits
+    "LOGIN_ACCOUNT_MAX_FAILURES_ALL": 20,  # ... from all clients, then short waits
+    "LOGIN_ACCOUNT_WINDOW_MINUTES": 15,  # failures are counted this long
+    "LOGIN_MAX_WAIT_SECONDS": 30,  # the longest wait failures elsewhere can put on a client
     "ARGON2_TIME_COST": 3,
     "ARGON2_MEMORY_COST": 65536,
     "ATTACHMENT_MAX_MB": 20,  # per file

@@ -747,6 +747,14 @@ def api_token_digests(token: str) -> list[str]:
             for kid in sorted(_keyring().keys)]
 
 
+def throttle_key(text: str) -> str:
+    """A keyed hash naming a sign-in counter (of an email address, say), so
+    the rate-limit store never holds the address itself. Keyed by the active
+    master key: a rotation simply starts the counters again."""
+    key = hmac.new(_master(_keyring().active), b"desk sign-in throttle v1", hashlib.sha256).digest()
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def tokens_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a, b)
 

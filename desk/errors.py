@@ -38,9 +38,13 @@ class Gone(DeskError):
 
 
 class TooManyAttempts(DeskError):
-    """Too many failed attempts in a short time."""
+    """Too many failed attempts in a short time; ``retry_after`` in seconds."""
 
     status = 429
+
+    def __init__(self, message="", retry_after: int | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UnauditedWrite(RuntimeError):

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import logging
+import time
+from pathlib import Path
 
 import pytest
 
 from desk.models import AuditEntry
 from tests import factories
 from tests.conftest import CSRF_RE
+from tests.conftest import browser
 from tests.conftest import csrf_token
 from tests.conftest import login
 from tests.conftest import post_form
@@ -114,3 +117,79 @@ def test_password_is_hashed_with_argon2_and_never_logged(ctx, app, client, caplo
     assert stored.startswith("$argon2id$") and secret not in stored
     assert secret not in caplog.text
     assert all(secret not in (e.changes + e.ip) for e in AuditEntry.select())
+
+
+# --- sign-in throttling: no lock-out by strangers, no account discovery ---------
+
+def _sign_in(app, email: str, password: str, ip: str):
+    client = browser(app)
+    return post_form(client, "/login", {"email": email, "password": password},
+                     environ_base={"REMOTE_ADDR": ip})
+
+
+def test_a_stranger_cannot_lock_the_owner_out(make_app):
+    app = make_app(LOGIN_ACCOUNT_MAX_FAILURES=3, LOGIN_ADDRESS_LIMIT="1000 per minute")
+    with app.app_context():
+        factories.admin(email="boss@example.com")
+    statuses = [_sign_in(app, "boss@example.com", "guess", "203.0.113.9").status_code
+                for _ in range(4)]
+    assert statuses == [400, 400, 400, 429]  # the guesser waits
+    resp = _sign_in(app, "boss@example.com", factories.PASSWORD, "198.51.100.7")
+    assert resp.status_code == 302  # the owner, elsewhere, was never made to wait
+
+
+def test_guessing_from_many_addresses_makes_the_owner_wait_only_briefly(make_app):
+    app = make_app(LOGIN_ACCOUNT_MAX_FAILURES_ALL=3, LOGIN_MAX_WAIT_SECONDS=1)
+    with app.app_context():
+        factories.admin(email="boss@example.com")
+    statuses = [_sign_in(app, "boss@example.com", "guess", f"203.0.113.{n}").status_code
+                for n in range(1, 4)]
+    assert statuses == [400, 400, 400]
+    waiting = _sign_in(app, "boss@example.com", factories.PASSWORD, "198.51.100.7")
+    assert waiting.status_code == 429
+    assert "Wait 1 second and try again" in waiting.get_data(as_text=True)
+    time.sleep(1.05)
+    assert _sign_in(app, "boss@example.com", factories.PASSWORD, "198.51.100.7").status_code == 302
+
+
+def _answers(app, email: str, ip: str) -> list[tuple]:
+    """What a client sees over repeated wrong passwords, the address itself blanked."""
+    seen = []
+    for _ in range(4):
+        resp = _sign_in(app, email, "wrong password", ip)
+        body = CSRF_RE.sub("", resp.get_data(as_text=True)).replace(email, "ADDRESS")
+        seen.append((resp.status_code, body))
+    return seen
+
+
+def test_known_and_unknown_addresses_get_the_same_answers(make_app):
+    app = make_app(LOGIN_ACCOUNT_MAX_FAILURES=3)
+    with app.app_context():
+        factories.end_user(email="ann@example.com")
+    known = _answers(app, "ann@example.com", "203.0.113.1")
+    unknown = _answers(app, "nobody@example.com", "203.0.113.2")
+    assert [status for status, _ in known] == [400, 400, 400, 429]
+    assert "Wait 1 second and try again" in known[3][1]
+    assert known == unknown
+
+
+def test_the_wait_grows_and_is_capped_and_the_store_holds_no_address(ctx):
+    from desk.extensions import limiter
+    from desk.services.login_throttle import Limits
+    from desk.services.login_throttle import LoginThrottle
+    store = limiter.storage
+    one = Limits(per_client=2, per_account=100, window_seconds=900, max_wait_seconds=3)
+    waits = []
+    for _ in range(5):
+        LoginThrottle(store, one, "Ann@Example.com", "203.0.113.1").failed()
+        waits.append(LoginThrottle(store, one, "ann@example.com", "203.0.113.1").wait_seconds())
+    assert waits == [0, 1, 2, 4, 8]  # one client: doubling, up to the window
+    assert LoginThrottle(store, one, "ann@example.com", "203.0.113.2").wait_seconds() == 0
+    spread = Limits(per_client=100, per_account=2, window_seconds=900, max_wait_seconds=3)
+    waits = []
+    for n in range(5):
+        LoginThrottle(store, spread, "bob@example.com", f"198.51.100.{n}").failed()
+        waits.append(LoginThrottle(store, spread, "bob@example.com", "192.0.2.1").wait_seconds())
+    assert waits == [0, 1, 2, 3, 3]  # every client: never more than max_wait
+    raw = Path(store.path).read_bytes() + Path(store.path + "-wal").read_bytes()
+    assert b"example.com" not in raw.lower() and b"203.0.113" not in raw

@@ -1,55 +1,45 @@
 """Signing in and out, with per-account throttling of wrong passwords."""
 from __future__ import annotations
 
-import datetime as dt
-
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 
 from desk import audit
 from desk import crypto
 from desk.audit import Actor
 from desk.errors import InvalidInput
 from desk.errors import TooManyAttempts
-from desk.models import AuditEntry
 from desk.models import User
-from desk.models import utcnow
+from desk.services.login_throttle import LoginThrottle
 from desk.services.people import find_by_email
 
 WRONG_CREDENTIALS = _l("Wrong email address or password.")
 
 
-def recent_failures(user: User, window: dt.timedelta) -> int:
-    """Failed sign-ins for this account within ``window``, from the audit log."""
-    return (AuditEntry.select()
-            .where(AuditEntry.record_type == "User", AuditEntry.record_id == str(user.id),
-                   AuditEntry.action == "login_failed",
-                   AuditEntry.created_at >= utcnow() - window)
-            .count())
-
-
-def authenticate(email: str, password: str, ip: str, max_failures: int,
-                 window_minutes: int) -> User:
+def authenticate(email: str, password: str, ip: str, throttle: LoginThrottle) -> User:
     """The user for these credentials; every attempt is audited.
 
-    After ``max_failures`` wrong passwords within the window the account
-    refuses further attempts (even right ones) until the window passes.
+    Known and unknown addresses get the same answers: a wrong password, or a
+    short, growing wait after repeated failures (``desk.services.login_throttle``),
+    never a lock that someone else's failures put on the right password.
     """
     user = find_by_email((email or "").strip()) if email else None
     usable = user is not None and user.is_active and user.deleted_at is None
-    if not usable:
-        crypto.verify_password(None, password or "")
-        audit.record(Actor(None, ip), "login_failed", "User", None)
-        raise InvalidInput(WRONG_CREDENTIALS)
-    window = dt.timedelta(minutes=window_minutes)
-    if recent_failures(user, window) >= max_failures:
-        audit.record(Actor(None, ip), "login_failed", "User", user.id, subject_id=user.id,
+    known = user.id if usable else None
+    wait = throttle.wait_seconds()
+    if wait:
+        audit.record(Actor(None, ip), "login_failed", "User", known, subject_id=known,
                      details={"reason": "throttled"})
-        raise TooManyAttempts(_l("Too many failed sign-in attempts. Try again in %(n)d minutes.",
-                                 n=window_minutes))
-    if not crypto.verify_password(user.password_hash, password or ""):
-        audit.record(Actor(None, ip), "login_failed", "User", user.id, subject_id=user.id,
-                     details={"reason": "password"})
+        raise TooManyAttempts(ngettext("Too many failed sign-in attempts for this address. "
+                                       "Wait %(num)d second and try again.",
+                                       "Too many failed sign-in attempts for this address. "
+                                       "Wait %(num)d seconds and try again.", wait), retry_after=wait)
+    if not crypto.verify_password(user.password_hash if usable else None, password or "") or not usable:
+        throttle.failed()
+        audit.record(Actor(None, ip), "login_failed", "User", known, subject_id=known,
+                     details={"reason": "password"} if usable else None)
         raise InvalidInput(WRONG_CREDENTIALS)
+    throttle.succeeded()
     audit.record(Actor(user.id, ip), "login", "User", user.id, subject_id=user.id)
     return user
 

@@ -14,6 +14,7 @@ from flask_login import logout_user
 
 from desk import policy
 from desk.errors import DeskError
+from desk.errors import TooManyAttempts
 from desk.extensions import limiter
 from desk.forms.auth import EmptyForm
 from desk.forms.auth import LoginForm
@@ -22,6 +23,8 @@ from desk.forms.auth import SignupForm
 from desk.services import auth as auth_service
 from desk.services import people
 from desk.services import setup
+from desk.services.login_throttle import Limits
+from desk.services.login_throttle import LoginThrottle
 from desk.web.guards import client_ip
 from desk.web.redirects import next_or
 
@@ -70,11 +73,13 @@ def login():
     form = LoginForm()
     if not form.validate_on_submit():
         return render_template("auth/login.html", form=form), 400 if form.is_submitted() else 200
-    cfg = current_app.config
+    throttle = LoginThrottle(limiter.storage, Limits.of(current_app.config), form.email.data,
+                             client_ip())
     try:
-        user = auth_service.authenticate(form.email.data, form.password.data, client_ip(),
-                                         cfg["LOGIN_ACCOUNT_MAX_FAILURES"],
-                                         cfg["LOGIN_ACCOUNT_WINDOW_MINUTES"])
+        user = auth_service.authenticate(form.email.data, form.password.data, client_ip(), throttle)
+    except TooManyAttempts as err:
+        page, status = _form_error(form, err, "auth/login.html")
+        return page, status, {"Retry-After": str(err.retry_after)}
     except DeskError as err:
         return _form_error(form, err, "auth/login.html")
     login_user(user, remember=form.remember.data)
