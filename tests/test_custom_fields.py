@@ -470,3 +470,109 @@ def test_the_purge_removes_fields_past_retention_with_their_values(ctx, admin):
     assert [v.value for v in TicketFieldValue.select()] == ["stay"]
     assert AuditEntry.select().where(AuditEntry.action == "purge", AuditEntry.record_type == "CustomField",
                                      AuditEntry.record_id == str(old.id)).count() == 1
+
+
+# -- list columns, filters and exports ------------------------------------------------------
+
+CSV_ROWS = re.compile(r"\r\n")
+
+
+def csv_rows(resp) -> list[dict]:
+    import csv as csv_module
+    assert resp.status_code == 200, html(resp)[:300]
+    text = resp.get_data().decode("utf-8-sig")
+    return list(csv_module.DictReader(io.StringIO(text)))
+
+
+@pytest.fixture
+def fielded(ctx, admin):
+    """Three tickets with a plan (choice), an internal note (text, hidden from
+    the "Plain" role) and an encrypted card number."""
+    define(admin, key="plan", type="choice", choices="Gold\nSilver")
+    define(admin, key="note", type="text")
+    define(admin, key="card", type="card", encrypted=True)
+    requester = factories.end_user(name="Rex Requester")
+    tickets = {}
+    for subject, plan, note, card in (("Gold one", "Gold", "vip desk", CARD),
+                                      ("Silver one", "Silver", "regular", ""),
+                                      ("Gold two", "Gold", "", "")):
+        t = factories.ticket(requester, subject)
+        custom_fields.set_values(admin, "tickets", t, {"cf_plan": plan, "cf_note": note, "cf_card": card})
+        tickets[subject] = t
+    plain = factories.agent(name="Pat Plain", role=role_with(
+        "Plain", ("tickets:view", "tickets:export"), {"tickets.cf_note": "hidden"}).name)
+    return tickets, plain
+
+
+def list_ids(resp) -> set[int]:
+    assert resp.status_code == 200, resp.status_code
+    return {int(i) for i in re.findall(r'href="/agent/tickets/(\d+)"', html(resp))}
+
+
+def test_agents_pick_custom_field_columns_and_encrypted_ones_stay_masked(ctx, admin, fielded):
+    tickets, plain = fielded
+    a = signed_in(ctx, admin)
+    page = html(a.get("/agent/tickets?view=all"))
+    assert 'name="col" value="plan"' in page and 'name="col" value="card"' in page
+    assert "<th>Plan</th>" not in page  # no column until picked
+    page = html(a.get("/agent/tickets?view=all&col=plan&col=card"))
+    assert "<th>Plan</th>" in page and "<th>Card</th>" in page
+    assert "<td>Silver</td>" in page and "<td>•••• •••• •••• 1486</td>" in page
+    assert CARD_DIGITS not in page
+    # The picked columns go with the pages and the export link.
+    assert "col=plan" in page and "col=card" in page
+    # A hidden field cannot be picked, and asking for it shows nothing.
+    b = signed_in(ctx, plain)
+    page = html(b.get("/agent/tickets?view=all&col=note&col=plan"))
+    assert 'value="note"' not in page and "vip desk" not in page and "<th>Note</th>" not in page
+    assert "<th>Plan</th>" in page
+
+
+def test_lists_filter_on_custom_fields_but_never_on_encrypted_or_hidden_ones(ctx, admin, fielded):
+    tickets, plain = fielded
+    a = signed_in(ctx, admin)
+    gold = {tickets["Gold one"].id, tickets["Gold two"].id}
+    assert list_ids(a.get("/agent/tickets?cf_plan=Gold")) == gold
+    assert list_ids(a.get("/agent/tickets?cf_plan=Gold&q=two")) == {tickets["Gold two"].id}
+    assert list_ids(a.get("/agent/tickets?cf_note=vip")) == {tickets["Gold one"].id}  # a part of text
+    page = html(a.get("/agent/tickets?view=all"))
+    assert 'name="cf_plan"' in page and 'name="cf_note"' in page and 'name="cf_card"' not in page
+    # Filtering on an encrypted field would tell its values: the list ignores it...
+    everything = list_ids(a.get("/agent/tickets?view=all"))
+    assert list_ids(a.get(f"/agent/tickets?view=all&cf_card={CARD_DIGITS}")) == everything
+    # ...and so does a filter on a field the role does not see.
+    b = signed_in(ctx, plain)
+    assert list_ids(b.get("/agent/tickets?view=all&cf_note=vip")) == everything
+    # The export refuses both rather than quietly holding other rows.
+    for query in (f"cf_card={CARD_DIGITS}", "cf_nope=1"):
+        resp = a.get(f"/agent/export/tickets.csv?{query}")
+        assert resp.status_code == 400 and "Unknown filter values: cf_" in html(resp), query
+    assert b.get("/agent/export/tickets.csv?cf_note=vip").status_code == 400
+
+
+def test_exports_carry_custom_fields_as_the_exporter_may_see_them(ctx, admin, fielded):
+    tickets, plain = fielded
+    a = signed_in(ctx, admin)
+    rows = csv_rows(a.get("/agent/export/tickets.csv?view=all&header=keys"))
+    by_id = {int(r["id"]): r for r in rows}
+    gold = by_id[tickets["Gold one"].id]
+    assert (gold["cf_plan"], gold["cf_note"]) == ("Gold", "vip desk")
+    assert gold["cf_card"] == CARD_DIGITS  # an administrator may reveal
+    assert by_id[tickets["Silver one"].id]["cf_card"] == ""
+    # Translated header labels by default.
+    assert "Plan" in csv_rows(a.get("/agent/export/tickets.csv?view=all"))[0]
+    # The same filters as the list.
+    rows = csv_rows(a.get("/agent/export/tickets.csv?cf_plan=Gold&header=keys"))
+    assert {int(r["id"]) for r in rows} == {tickets["Gold one"].id, tickets["Gold two"].id}
+    # Without reveal: masked; a hidden field: left out, not blanked.
+    resp = signed_in(ctx, plain).get("/agent/export/tickets.csv?view=all&header=keys")
+    assert CARD_DIGITS not in resp.get_data().decode("utf-8-sig")
+    rows = csv_rows(resp)
+    assert "cf_note" not in rows[0]
+    assert {r["cf_card"] for r in rows} == {"•••• •••• •••• 1486", ""}
+    # Contacts carry their fields too.
+    define(admin, "contacts", key="tier", type="text")
+    contact = factories.end_user(name="Tia Tier")
+    custom_fields.set_values(admin, "contacts", contact, {"cf_tier": "platinum"})
+    rows = csv_rows(a.get("/agent/export/contacts.csv?header=keys"))
+    assert {r["cf_tier"] for r in rows if r["name"] == "Tia Tier"} == {"platinum"}

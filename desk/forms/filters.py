@@ -28,9 +28,30 @@ def id_arg(raw: str) -> int | None:
     return None
 
 
+CUSTOM_ARG = re.compile(r"cf_([a-z][a-z0-9_]{0,39})")
+
+
+def _custom_filters(args) -> tuple[tuple[str, str], ...]:
+    """``cf_<key>=value`` pairs (custom field filters), by key."""
+    pairs = {}
+    for name, value in args.items():
+        match = CUSTOM_ARG.fullmatch(name)
+        if match and search_text(value):
+            pairs[match.group(1)] = search_text(value)
+    return tuple(sorted(pairs.items()))
+
+
+def _columns(args) -> tuple[str, ...]:
+    """The custom field keys picked as extra list columns (``col=<key>``, repeated)."""
+    picked = args.getlist("col") if hasattr(args, "getlist") else [args.get("col", "")]
+    return tuple(dict.fromkeys(k for k in picked if k and CUSTOM_ARG.fullmatch(f"cf_{k}")))[:20]
+
+
 def ticket_filters(args) -> TicketFilters:
     """The ticket list's filters from request args."""
-    chosen = any(args.get(k) for k in ("status", "priority", "department", "assignee", "requester", "q"))
+    custom = _custom_filters(args)
+    chosen = custom or any(args.get(k) for k in ("status", "priority", "department", "assignee",
+                                                 "requester", "q"))
     assignee = args.get("assignee", "")
     return TicketFilters(
         status=args.get("status", "") if args.get("status") in STATUSES else "",
@@ -41,12 +62,19 @@ def ticket_filters(args) -> TicketFilters:
         q=search_text(args.get("q", "")),
         sort=args.get("sort", "updated") if args.get("sort") in TICKET_SORTS else "updated",
         default_view=not chosen and args.get("view") != "all",
+        custom=custom,
+        columns=_columns(args),
     )
 
 
-def ticket_args(args) -> dict[str, str]:
-    """The ticket list arguments to carry over to pagination and the export link."""
-    return {k: v for k, v in args.items() if k in TICKET_ARGS}
+def ticket_args(args) -> dict:
+    """The ticket list arguments to carry over to pagination and the export link
+    (the filters, custom field filters, and the picked columns)."""
+    kept = {k: v for k, v in args.items() if k in TICKET_ARGS or CUSTOM_ARG.fullmatch(k)}
+    columns = _columns(args)
+    if columns:
+        kept["col"] = list(columns)
+    return kept
 
 
 def search_arg(args) -> str:
@@ -65,7 +93,7 @@ def check_ticket_args(args) -> None:
     assignee = args.get("assignee")
     if assignee and assignee not in ("me", "none") and id_arg(assignee) is None:
         bad.append("assignee")
-    for name in ("q", "requester"):
+    for name in ("q", "requester", *[k for k in args if CUSTOM_ARG.fullmatch(k)]):
         if len(args.get(name, "")) > 200:
             bad.append(name)
     if bad:

@@ -545,3 +545,94 @@ def export_values(user, module: str, record, may_reveal: bool) -> dict[str, str]
         else:
             out[field.key] = clear
     return out
+
+
+# -- list columns and export columns ----------------------------------------------------
+
+def list_columns(user: User, module: str) -> list[CustomField]:
+    """The fields an agent may pick as columns of a list: those their role sees."""
+    if not policy.is_agent(user):
+        return []
+    return [f for f in live_fields(module) if policy.visible(user, module, f.name)]
+
+
+def column_values(user: User, module: str, record_ids: list[int],
+                  keys: tuple[str, ...]) -> tuple[list[CustomField], dict[int, dict[str, str]]]:
+    """The picked fields (``keys``) the user sees, and for each record of a
+    list page {key: what the list shows}: encrypted values masked (revealing is
+    done on the record's page, one value at a time, audited)."""
+    fields = [f for f in list_columns(user, module) if f.key in keys]
+    shown: dict[int, dict[str, str]] = {rid: {} for rid in record_ids}
+    if not fields or not record_ids:
+        return fields, shown
+    by_id = {f.id: f for f in fields}
+    model = VALUE_TABLES[module]
+    owner = getattr(model, _OWNER[module])
+    for row in model.select().where(owner.in_(record_ids), model.field.in_(list(by_id))):
+        field, record_id = by_id[row.field_id], getattr(row, f"{_OWNER[module]}_id")
+        clear = _clear(module, field, row, record_id)
+        if clear is UNREADABLE:
+            shown[record_id][field.key] = "⚠"
+        elif field.encrypted or row.sealed is not None:
+            shown[record_id][field.key] = mask(field, clear)
+        else:
+            shown[record_id][field.key] = clear
+    return fields, shown
+
+
+def _export_column(module: str, field: CustomField, may_reveal: bool):
+    """One custom field as an export column (desk.services.module_export.Spec):
+    a subquery for the record's value; an encrypted one is masked, or opened
+    for an exporter who may reveal it (the record id travels with the sealed
+    text, which is bound to it)."""
+    from peewee import Case
+    from peewee import Value
+
+    from desk.services.csv_export import Column
+    from desk.services.module_export import Spec
+    model = VALUE_TABLES[module]
+    owner = getattr(model, _OWNER[module])
+    record = Ticket if module == "tickets" else User
+    table = _TABLE_NAMES[module]
+    column = Column(f"cf_{field.key}", _label(field))
+    if not field.encrypted:
+        value = model.select(model.value).where(owner == record.id, model.field == field.id)
+        return Spec(column, value, f"{module}.{field.name}")
+    stored = Case(None, [(model.sealed.is_null(), Value("v").concat(model.value))],
+                  Value("s").concat(model.sealed))
+    tagged = model.select(record.id.cast("TEXT").concat(" ").concat(stored)).where(
+        owner == record.id, model.field == field.id)  # "<record id> <v|s><value or sealed text>"
+
+    def shown(cell):
+        if not cell:
+            return ""
+        record_id, _, stored = cell.partition(" ")
+        if len(stored) < 2:
+            return ""
+        if stored[0] == "v":  # a value not sealed yet (the sealing job is on its way)
+            clear = stored[1:]
+        else:
+            try:
+                clear = crypto.open_field(table, int(record_id), field.key, stored[1:])
+            except crypto.CannotDecrypt:
+                return "[unreadable]"
+        return clear if may_reveal else mask(field, clear)
+    return Spec(Column(column.key, column.label, convert=shown), tagged, f"{module}.{field.name}")
+
+
+def export_columns(module: str):
+    """The export column provider of ``module`` for module_export.register_columns."""
+    def provider(exporter: User) -> list:
+        may_reveal = policy.can(exporter, f"{module}:reveal")
+        return [_export_column(module, f, may_reveal and policy.can_reveal(exporter, module, f.name))
+                for f in live_fields(module)]
+    return provider
+
+
+def _register_export_columns() -> None:
+    from desk.services import module_export
+    for module in VALUE_TABLES:
+        module_export.register_columns(module, export_columns(module))
+
+
+_register_export_columns()

@@ -17,6 +17,7 @@ from desk import policy
 from desk.models import Ticket
 from desk.models import User
 from desk.models.tickets import PRIORITIES
+from desk.services import search
 
 PER_PAGE = 25
 SEARCH_MAX = 200
@@ -86,6 +87,34 @@ class TicketFilters:
     q: str = ""
     sort: str = "updated"
     default_view: bool = False
+    custom: tuple[tuple[str, str], ...] = ()  # (custom field key, value) pairs: cf_<key>=value
+    columns: tuple[str, ...] = ()  # custom field keys shown as extra list columns
+
+
+# Custom field types compared whole (a choice, a date, a number, a checkbox);
+# the others (text, long text, email, phone) match on a part of the value.
+EXACT_TYPES = ("choice", "date", "number", "checkbox")
+
+
+def custom_filter_fields(agent: User, module: str = "tickets") -> list:
+    """The custom fields ``agent`` may filter on: visible, and not encrypted
+    (a filter on an encrypted field would reveal its values)."""
+    from desk.models import CustomField
+    return [f for f in CustomField.select().where(CustomField.module == module,
+                                                   CustomField.deleted_at.is_null(),
+                                                   CustomField.encrypted == False)  # noqa: E712
+            .order_by(CustomField.position, CustomField.id)
+            if policy.visible(agent, module, f.name)]
+
+
+def custom_condition(module: str, field, value: str):
+    """Records of ``module`` whose value of ``field`` matches ``value``."""
+    from desk.models import ContactFieldValue
+    from desk.models import TicketFieldValue
+    model, owner, table = ((TicketFieldValue, TicketFieldValue.ticket, Ticket) if module == "tickets"
+                           else (ContactFieldValue, ContactFieldValue.user, User))
+    match = (model.value == value) if field.type in EXACT_TYPES else model.value.contains(value)
+    return table.id.in_(model.select(owner).where(model.field == field.id, model.sealed.is_null(), match))
 
 
 def visible_ticket_filters(agent: User, f: TicketFilters) -> TicketFilters:
@@ -93,6 +122,7 @@ def visible_ticket_filters(agent: User, f: TicketFilters) -> TicketFilters:
     hidden field would reveal its values."""
     def hidden(name: str) -> bool:
         return not policy.visible(agent, "tickets", name)
+    allowed = {f.key for f in custom_filter_fields(agent)} if f.custom else set()
     return replace(
         f,
         status="" if hidden("status") else f.status,
@@ -102,7 +132,14 @@ def visible_ticket_filters(agent: User, f: TicketFilters) -> TicketFilters:
         requester="" if hidden("requester") else f.requester,
         q="" if hidden("subject") else f.q,
         sort="updated" if f.sort == "priority" and hidden("priority") else f.sort,
+        custom=tuple((k, v) for k, v in f.custom if k in allowed) if f.custom else (),
     )
+
+
+def unknown_custom_filters(agent: User, filters: TicketFilters) -> list[str]:
+    """The ``cf_<key>`` filters that are not a custom field ``agent`` may filter on."""
+    allowed = {f.key for f in custom_filter_fields(agent)} if filters.custom else set()
+    return [f"cf_{key}" for key, _value in filters.custom if key not in allowed]
 
 
 def ticket_query(agent: User, filters: TicketFilters, query=None):
@@ -132,7 +169,11 @@ def ticket_query(agent: User, filters: TicketFilters, query=None):
     if filters.requester:
         query = query.where(Ticket.requester.in_(_requesters(agent, filters.requester)))
     if filters.q:
-        query = query.where(Ticket.subject.contains(filters.q))
+        query = query.where(search.mentions(Ticket, [filters.q], ("subject",)))
+    if filters.custom:
+        fields = {f.key: f for f in custom_filter_fields(agent)}
+        for key, value in filters.custom:
+            query = query.where(custom_condition("tickets", fields[key], value))
     return query
 
 

@@ -350,5 +350,9 @@ def describe_filters(filters) -> dict:
     if isinstance(filters, str):
         return {"q": "[words]"} if filters else {}
     values = asdict(filters)
-    return {k: ("[words]" if k in FREE_TEXT_FILTERS else v if isinstance(v, (int, str, bool)) else str(v))
-            for k, v in values.items() if v not in ("", None, False) and not (k == "sort" and v == "updated")}
+    custom = dict(values.pop("custom", ()) or ())
+    values.pop("columns", None)  # what a list page shows, not which rows
+    described = {k: ("[words]" if k in FREE_TEXT_FILTERS else v if isinstance(v, (int, str, bool)) else str(v))
+                 for k, v in values.items()
+                 if v not in ("", None, False) and not (k == "sort" and v == "updated")}
+    return described | {f"cf_{key}": "[words]" for key in custom}

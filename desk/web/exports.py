@@ -10,6 +10,7 @@ from flask_login import current_user
 
 from desk.errors import InvalidInput
 from desk.forms import filters as filters_from
+from desk.services import listing
 from desk.services import module_export
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip
@@ -23,7 +24,11 @@ def _filters(module: str, args):
     would drop are refused here (400)."""
     if module in ("tickets", "comments"):
         filters_from.check_ticket_args(args)
-        return filters_from.ticket_filters(args)
+        filters = filters_from.ticket_filters(args)
+        unknown = listing.unknown_custom_filters(current_user, filters)
+        if unknown:
+            raise InvalidInput(_l("Unknown filter values: %(names)s.", names=", ".join(unknown)))
+        return filters
     if module in ("contacts", "agents"):
         if len(args.get("q", "")) > 200:
             raise InvalidInput(_l("Unknown filter values: %(names)s.", names="q"))
