@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_ACCOUNT_MAX_FAILURES_ALL": 20,  # ... from all clients, then short waits
     "LOGIN_ACCOUNT_WINDOW_MINUTES": 15,  # failures are counted this long
     "LOGIN_MAX_WAIT_SECONDS": 30,  # the longest wait failures elsewhere can put on a client
+    "EMAIL_CHANGE_LIMIT": "5 per hour",  # email change requests per person
     "ARGON2_TIME_COST": 3,
     "ARGON2_MEMORY_COST": 65536,
     "ATTACHMENT_MAX_MB": 20,  # per file

@@ -28,6 +28,7 @@ from desk.services import mail
 from desk.services import tickets as ticket_service
 from desk.services.attachments import Upload
 from tests import factories
+from tests.conftest import CSRF_RE
 from tests.conftest import csrf_token
 from tests.conftest import login
 from tests.conftest import post_form
@@ -378,20 +379,54 @@ def test_asking_for_a_new_address_creates_a_pending_request_and_tells_the_old_ad
     assert statuses == {"ann.new@example.com": "cancelled", "second@example.com": "pending"}
 
 
-def test_an_address_in_use_is_refused_without_saying_whose(ctx, ann_browser, ann, zeb):
-    for address in ("zebulon.q@example.org", "ZEBULON.Q@example.org"):
-        resp = ask_for(ann_browser, address)
-        html = page_text(resp)
-        assert resp.status_code == 409
-        assert "This address cannot be used" in html
-        assert "Zebulon" not in html and "Quixotic" not in html
-    assert EmailChangeRequest.select().count() == 0
-    assert mails_to("ann@example.com", "email change") == []
-    # An address someone else has asked for is refused the same way.
+def _answer(client, address: str) -> tuple:
+    """What the person sees after asking: status, where to, and that page."""
+    resp = ask_for(client, address)
+    page = CSRF_RE.sub("", page_text(client.get(resp.headers.get("Location", "/my/info"))))
+    return resp.status_code, resp.headers.get("Location"), page.replace(address.lower(), "ADDRESS")
+
+
+def test_an_address_in_use_answers_as_if_free_and_tells_its_owner(ctx, ann_browser, ann, zeb, admin):
+    free = _answer(ann_browser, "free.address@example.com")
+    taken = _answer(ann_browser, "ZEBULON.Q@example.org")
+    assert free[0] == 302 and free == taken  # nothing tells the two apart
+    assert "Zebulon" not in taken[2] and "Quixotic" not in taken[2]
+    assert len(mails_to("ann@example.com", "Your email change request")) == 2  # as usual, twice
+    told = mails_to("zebulon.q@example.org", "Someone asked")
+    assert len(told) == 1 and told[0].subject == "Someone asked to use your email address"
+    assert "Ann" not in told[0].body and "ann@example.com" not in told[0].body
+    assert told[0].subject_id == zeb.id
+    # The admin cannot approve it, and Zebulon's account is untouched.
+    req = EmailChangeRequest.get(EmailChangeRequest.status == "pending")
+    resp = post_form(signed_in(ctx, admin), f"/agent/settings/email-changes/{req.id}/approve", {},
+                     form_page="/agent/settings/email-changes")
+    assert resp.status_code == 409 and "This address cannot be used" in page_text(resp)
+    assert mails_to("zebulon.q@example.org", "Confirm") == [] and row(zeb)["name"] == "Zebulon Quixotic"
+
+
+def test_two_people_may_ask_for_one_address_and_the_first_approved_gets_it(ctx, ann_browser, ann,
+                                                                           zeb, admin):
     assert ask_for(signed_in(ctx, zeb), "wanted@example.com").status_code == 302
-    resp = ask_for(ann_browser, "wanted@example.com")
-    assert resp.status_code == 409 and "Zebulon" not in page_text(resp)
-    assert EmailChangeRequest.select().where(EmailChangeRequest.user == ann.id).count() == 0
+    assert ask_for(ann_browser, "wanted@example.com").status_code == 302
+    zebs, anns = (EmailChangeRequest.get(EmailChangeRequest.user == who.id) for who in (zeb, ann))
+    approve_link(ctx, admin, anns)
+    resp = post_form(signed_in(ctx, admin), f"/agent/settings/email-changes/{zebs.id}/approve", {},
+                     form_page="/agent/settings/email-changes")
+    assert resp.status_code == 409
+    assert EmailChangeRequest.get_by_id(zebs.id).status == "pending"
+
+
+def test_email_change_requests_are_rate_limited_per_person(make_app):
+    app = make_app(EMAIL_CHANGE_LIMIT="3 per hour")
+    with app.app_context():
+        ann = factories.end_user(email="ann@example.com")
+        zeb = factories.end_user(email="zeb@example.com")
+        client = signed_in(app, ann)
+        assert ask_for(client, "not an address").status_code == 400  # not counted
+        statuses = [ask_for(client, f"new{n}@example.com").status_code for n in range(5)]
+        assert statuses == [302, 302, 302, 429, 429]
+        assert EmailChangeRequest.select().count() == 3
+        assert ask_for(signed_in(app, zeb), "zeb.new@example.com").status_code == 302
 
 
 def test_bad_new_addresses_are_refused(ctx, ann_browser, ann):

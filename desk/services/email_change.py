@@ -37,17 +37,29 @@ UNAVAILABLE = _l("This address cannot be used. Choose another one.")
 
 
 def _address_taken(email: str, by_user_id: int) -> bool:
-    """In use by an account, or asked for by someone else's open request."""
+    """In use by an account, or approved for someone else (whose link is out)."""
     if find_by_email(email) is not None:
         return True
     return (EmailChangeRequest.select()
             .where(EmailChangeRequest.new_email == email, EmailChangeRequest.user != by_user_id,
-                   EmailChangeRequest.status.in_([PENDING, APPROVED])).exists())
+                   EmailChangeRequest.status == APPROVED).exists())
 
 
 def _tell(user: User, address: str, subject, body) -> None:
     with force_locale(user.language or "en"):
         mail.queue(address, str(subject()), str(body()), subject_id=user.id)
+
+
+def _tell_owner(owner: User) -> None:
+    """Someone asked to move their account to ``owner``'s address: say so,
+    without saying who (that is the other person's business)."""
+    url = current_app.config["BASE_URL"].rstrip("/")
+    _tell(owner, owner.email,
+          lambda: _("Someone asked to use your email address"),
+          lambda: _("Hello %(name)s,\n\nSomeone asked to use this email address (%(email)s) for "
+                    "another account at %(url)s. It is yours, so that will not happen: your "
+                    "account is unchanged and you need not do anything.\n",
+                    name=owner.name, email=owner.email, url=url))
 
 
 def pending_for(user: User) -> EmailChangeRequest | None:
@@ -58,14 +70,19 @@ def pending_for(user: User) -> EmailChangeRequest | None:
 
 
 def request_change(user: User, new_email: str, ip: str = "") -> EmailChangeRequest:
-    """The person asks for a new address; an earlier open request is cancelled."""
+    """The person asks for a new address; an earlier open request is cancelled.
+
+    An address that is already taken gets the same answer (so nobody can find
+    out who has an account); its owner is told by mail instead, and the admin
+    who reviews the request finds it cannot be approved."""
     email = normalize_email(new_email)
     if email == user.email:
         raise InvalidInput(_l("That is already your address."))
     actor = Actor.of(user, ip)
     with audit.transaction():
-        if _address_taken(email, user.id):
-            raise Conflict(UNAVAILABLE)
+        owner = find_by_email(email)
+        if owner is not None:
+            _tell_owner(owner)
         earlier = pending_for(user)
         if earlier is not None:
             audit.update(actor, earlier, status=CANCELLED, token_hash=None)

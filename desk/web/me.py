@@ -2,6 +2,7 @@
 email change, password, and download of everything held about them."""
 from flask import Blueprint
 from flask import Response
+from flask import current_app
 from flask import abort
 from flask import flash
 from flask import redirect
@@ -15,6 +16,7 @@ from flask_login import login_required
 from flask_login import login_user
 
 from desk.errors import DeskError
+from desk.extensions import limiter
 from desk.forms.auth import EmptyForm
 from desk.forms.profile import AgentInfoForm
 from desk.forms.profile import EmailChangeForm
@@ -83,8 +85,20 @@ def agent_info():
     return _info(AgentInfoForm)
 
 
+def _email_change_limit() -> str:
+    return current_app.config["EMAIL_CHANGE_LIMIT"]
+
+
+def _per_person() -> str:
+    """Email change requests are counted per person; only those that were
+    accepted (and so sent mail) count."""
+    return f"email-change/{current_user.id}"
+
+
 @bp.route("/my/email-change", methods=["GET", "POST"])
 @login_required
+@limiter.limit(_email_change_limit, key_func=_per_person, methods=["POST"],
+               deduct_when=lambda response: response.status_code == 302)
 def request_email_change():
     """Ask to change the email address (an admin approves, the new address confirms)."""
     form = EmailChangeForm()
