@@ -69,7 +69,7 @@ def init_instance(app: Flask) -> None:
 
 def init_extensions(app: Flask) -> None:
     from desk.extensions import csrf, limiter, login_manager
-    from desk.services.auth import load_session_user
+    from desk.web.auth import load_user
     csrf.init_app(app)
     limiter.init_app(app)
     # Only sign-in and sign-up have limits, and their decorators check them; the
@@ -78,7 +78,7 @@ def init_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
-    login_manager.user_loader(load_session_user)
+    login_manager.user_loader(load_user)
     from flask_babel import lazy_gettext as _l
     login_manager.login_message = _l("Please sign in to see this page.")
     login_manager.login_message_category = "info"

@@ -755,6 +755,15 @@ def throttle_key(text: str) -> str:
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def session_digest(secret: str) -> str:
+    """How a browser session's secret is stored: HMAC-SHA-256 under a key
+    derived from the session signing key (outside the database; the cookies
+    that carry the secret are signed with that key too, so both change together)."""
+    key = hmac.new(current_app.config["SECRET_KEY"].encode(), b"desk browser session v1",
+                   hashlib.sha256).digest()
+    return hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()
+
+
 def tokens_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a, b)
 

@@ -11,6 +11,7 @@ from desk.models import AuditEntry
 from desk.models import MailMessage
 from desk.models import Setting
 from desk.models import User
+from desk.services import sessions
 from desk.services import setup
 from tests import factories
 from tests.conftest import csrf_token
@@ -136,11 +137,11 @@ def test_remember_me_sets_a_lasting_cookie(ctx, client):
     assert remember and "Expires=" in remember[0] and "HttpOnly" in remember[0]
 
 
-def test_rotating_the_session_token_signs_out_other_sessions(ctx, client):
+def test_ending_every_session_signs_out_other_sessions(ctx, client):
     user = factories.end_user(email="ann@example.com")
     login(client, "ann@example.com", factories.PASSWORD, remember="y")
     assert client.get("/my/tickets").status_code == 200
-    audit.update(audit.SYSTEM, user, session_token=crypto.new_token(24))
+    sessions.end_all(audit.SYSTEM, user, sessions.DELETED)
     assert client.get("/my/tickets").status_code == 302
 
 

@@ -15,6 +15,7 @@ from desk.models.people import User
 from desk.models.privacy import BulkExport
 from desk.models.privacy import EmailChangeRequest
 from desk.models.privacy import ErasureRequest
+from desk.models.sessions import BrowserSession
 from desk.models.system import FileRemoval
 from desk.models.system import Lease
 from desk.models.system import MailMessage
@@ -54,6 +55,7 @@ ALL_MODELS = [
     KeyRotation,
     ApiToken,
     ApiTokenUse,
+    BrowserSession,
     BulkExport,
     RegionState,
     RegionJournal,

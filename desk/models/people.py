@@ -68,8 +68,12 @@ class User(BaseModel):
     def audit_subject_id(self) -> int | None:
         return self.id
 
-    # flask-login protocol. The id carries the session token, so rotating the
-    # token (password change, erasure) signs out every other session.
+    # flask-login protocol. The id is the signed-in browser's identity
+    # ("<user id>:<secret>", see desk.services.sessions), set when a browser
+    # signs in or its cookie is read; both cookies carry it.
+    session_identity = ""
+    browser_session = None  # its BrowserSession row
+
     @property
     def is_authenticated(self) -> bool:
         return True
@@ -79,7 +83,7 @@ class User(BaseModel):
         return False
 
     def get_id(self) -> str:
-        return f"{self.id}:{self.session_token}"
+        return self.session_identity
 
     @property
     def is_agent(self) -> bool:

@@ -10,6 +10,7 @@ from desk.audit import Actor
 from desk.errors import InvalidInput
 from desk.errors import TooManyAttempts
 from desk.models import User
+from desk.services import sessions
 from desk.services.login_throttle import LoginThrottle
 from desk.services.people import find_by_email
 
@@ -50,18 +51,9 @@ def address_throttled(ip: str, path: str) -> None:
                  details={"reason": "address_throttled", "path": path})
 
 
-def logout(user: User, ip: str) -> None:
-    audit.record(Actor(user.id, ip), "logout", "User", user.id, subject_id=user.id)
-
-
-def load_session_user(session_id: str) -> User | None:
-    """The user a session id names ("<id>:<token>"), if the token still matches."""
-    user_id, _, token = (session_id or "").partition(":")
-    if not user_id.isdigit() or not token:
-        return None
-    user = User.get_or_none(User.id == int(user_id))
-    if user is None or user.deleted_at is not None or not user.is_active:
-        return None
-    if not crypto.tokens_equal(user.session_token, token):
-        return None
-    return user
+def logout(user: User, identity: str, ip: str) -> None:
+    """Sign out this browser: its record goes, so its cookies (and copies of
+    them) open nothing any more."""
+    with audit.transaction():
+        sessions.end(user, identity)
+        audit.record(Actor(user.id, ip), "logout", "User", user.id, subject_id=user.id)

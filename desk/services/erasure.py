@@ -47,6 +47,7 @@ from desk.services import mail
 from desk.services import people
 from desk.services import purge
 from desk.services import search
+from desk.services import sessions
 from desk.services import tokens
 from desk.services.identifiers import Identifiers
 
@@ -220,6 +221,7 @@ def _step_recycle(actor: Actor, req: ErasureRequest, user: User) -> None:
             audit.update(actor, user, action="delete", deleted_at=utcnow(), deleted_by=actor.user_id,
                          session_token=crypto.new_token(24))
             tokens.revoke_all(actor, user, tokens.ERASED)
+            sessions.end_all(actor, user, sessions.ERASED)
     if req.mode == ERASE_WITH_TICKETS:
         for ticket in Ticket.select().where(Ticket.requester == user.id, Ticket.deleted_at.is_null()):
             audit.update(actor, ticket, action="delete", deleted_at=utcnow(), deleted_by=actor.user_id)
@@ -369,6 +371,7 @@ def _step_profile(actor: Actor, req: ErasureRequest, user: User) -> None:
                  language="", timezone="UTC", password_hash=None,
                  session_token=crypto.new_token(24), is_active=False, anonymized_at=utcnow())
     tokens.remove_all(actor, user)
+    sessions.end_all(actor, user, sessions.ERASED)
 
 
 def _step_keys(actor: Actor, req: ErasureRequest, user: User) -> None:

@@ -16,6 +16,7 @@ from desk.errors import InvalidInput
 from desk.models import Ticket
 from desk.models import User
 from desk.services import custom_fields
+from desk.services import sessions
 from desk.services import tokens
 from desk.services.people import NAME_MAX
 from desk.services.people import check_password
@@ -86,7 +87,7 @@ def ticket_count(user: User) -> int:
 
 def change_password(user: User, current: str, new: str, ip: str = "") -> User:
     """Set a new password after checking the current one; every other session
-    of the person is signed out (the session token changes) and their API
+    of the person ends (the caller signs this browser in anew) and their API
     tokens are revoked."""
     if not crypto.verify_password(user.password_hash, current or ""):
         raise InvalidInput(_l("The current password is wrong."))
@@ -96,4 +97,5 @@ def change_password(user: User, current: str, new: str, ip: str = "") -> User:
         audit.update(actor, user, password_hash=crypto.hash_password(new),
                      session_token=crypto.new_token(24))
         tokens.revoke_all(actor, user, tokens.PASSWORD_CHANGED)
+        sessions.end_all(actor, user, sessions.PASSWORD_CHANGED)
     return user

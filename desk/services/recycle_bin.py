@@ -22,6 +22,7 @@ from desk.models import utcnow
 from desk.services import people
 from desk.services import purge
 from desk.services import retention
+from desk.services import sessions
 from desk.services import tokens
 from desk.services.listing import PER_PAGE
 from desk.services.listing import Page
@@ -155,4 +156,5 @@ def delete_person(actor_user: User, user_id: int, ip: str = "") -> User:
         audit.update(actor, person, action="delete", deleted_at=utcnow(),
                      deleted_by=actor_user.id, session_token=crypto.new_token(24))
         tokens.revoke_all(actor, person, tokens.DELETED)
+        sessions.end_all(actor, person, sessions.DELETED)
     return person

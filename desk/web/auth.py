@@ -22,6 +22,7 @@ from desk.forms.auth import SetupForm
 from desk.forms.auth import SignupForm
 from desk.services import auth as auth_service
 from desk.services import people
+from desk.services import sessions
 from desk.services import setup
 from desk.services.login_throttle import Limits
 from desk.services.login_throttle import LoginThrottle
@@ -38,6 +39,19 @@ def _login_limit() -> str:
 def _throttled(limit) -> None:
     """flask-limiter refused a sign-in or sign-up: the attempt is audited too."""
     auth_service.address_throttled(client_ip(), request.path)
+
+
+def load_user(identity: str):
+    """flask-login's user loader: the person whose signed-in browser both
+    cookies name, while that browser's record lives."""
+    return sessions.resume(identity, client_ip(), request.user_agent.string)
+
+
+def sign_in(user, remember: bool = False) -> None:
+    """Sign this browser in as ``user``: a new browser record, named by both cookies."""
+    user.session_identity = sessions.start(user, client_ip(), request.user_agent.string,
+                                           remember)
+    login_user(user, remember=remember)
 
 
 def _form_error(form, err: DeskError, template: str, **context):
@@ -59,7 +73,7 @@ def signup():
         user = people.sign_up(form.name.data, form.email.data, form.password.data, client_ip())
     except DeskError as err:
         return _form_error(form, err, "auth/signup.html")
-    login_user(user)
+    sign_in(user)
     flash(_("Welcome, %(name)s. Your account is ready.", name=user.name), "success")
     return redirect(url_for("portal.my_tickets"))
 
@@ -82,7 +96,7 @@ def login():
         return page, status, {"Retry-After": str(err.retry_after)}
     except DeskError as err:
         return _form_error(form, err, "auth/login.html")
-    login_user(user, remember=form.remember.data)
+    sign_in(user, remember=bool(form.remember.data))
     return redirect(next_or(request.args.get("next"), url_for(policy.landing(user))))
 
 
@@ -93,7 +107,7 @@ def logout():
     form = EmptyForm()
     if not form.validate_on_submit():
         return redirect(url_for("portal.home"))
-    auth_service.logout(current_user, client_ip())
+    auth_service.logout(current_user, current_user.get_id(), client_ip())
     logout_user()
     flash(_("You are signed out."), "info")
     return redirect(url_for("auth.login"))
@@ -112,6 +126,6 @@ def first_admin(token: str):
                                client_ip())
     except DeskError as err:
         return _form_error(form, err, "auth/setup.html", token=token)
-    login_user(admin)
+    sign_in(admin)
     flash(_("Your administrator account is ready."), "success")
     return redirect(url_for("agent.tickets"))

@@ -1,5 +1,6 @@
 """Security headers on every response, and Secure cookies over HTTPS."""
 from flask import Flask
+from flask import g
 from flask import request
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -27,6 +28,13 @@ class SecureCookies:
         return self.wsgi_app(environ, _start_response)
 
 
+def _signed_in() -> bool:
+    """Whether this request was served to a signed-in person (as far as
+    flask-login looked: it loads the user only when a page asks)."""
+    user = g.get("_login_user")
+    return bool(user is not None and user.is_authenticated)
+
+
 def init_app(app: Flask) -> None:
     app.wsgi_app = SecureCookies(app.wsgi_app, app.config["HTTPS"])
 
@@ -39,6 +47,9 @@ def init_app(app: Flask) -> None:
         h.setdefault("Referrer-Policy", "same-origin")
         h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        if _signed_in():
+            # Pages for a signed-in person are theirs: no browser or proxy keeps a copy.
+            h.setdefault("Cache-Control", "no-store")
         if request.is_secure or app.config["HTTPS"]:
             h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         return response

@@ -13,7 +13,7 @@ from flask import url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from flask_login import login_required
-from flask_login import login_user
+from flask_login import logout_user
 
 from desk.errors import DeskError
 from desk.extensions import limiter
@@ -27,6 +27,8 @@ from desk.services import erasure
 from desk.services import export
 from desk.services import custom_fields
 from desk.services import profile
+from desk.services import sessions
+from desk.web.auth import sign_in
 from desk.web.fields import field_errors
 from desk.web.fields import posted_custom_values
 from desk.web.guards import agent_required
@@ -47,7 +49,9 @@ def _info_page(form, status=200, email_form=None, password_form=None, posted=Non
                            custom=custom, posted=posted or {}, errors=errors or {},
                            password_form=password_form or PasswordForm(),
                            pending=email_change.pending_for(current_user),
-                           ticket_count=profile.ticket_count(current_user)), status
+                           ticket_count=profile.ticket_count(current_user),
+                           sessions=sessions.mine(current_user),
+                           this_session=getattr(current_user.browser_session, "id", None)), status
 
 
 def _info(form_class):
@@ -125,15 +129,48 @@ def change_password():
     info_form = (AgentInfoForm if current_user.is_agent else MyInfoForm)(obj=current_user)
     if not form.validate_on_submit():
         return _info_page(info_form, 400, password_form=form)
+    row = current_user.browser_session
     try:
         user = profile.change_password(current_user._get_current_object(), form.current_password.data,
                                        form.new_password.data, client_ip())
     except DeskError as err:
         form.form_errors.append(str(err))
         return _info_page(info_form, err.status, password_form=form)
-    login_user(user)  # this session carries the new token; the others end
+    sign_in(user, remember=bool(row and row.remember))  # every session ended: this browser anew
     flash(_("Your password was changed. Other sessions were signed out."), "success")
     return redirect(url_for(_info_endpoint()))
+
+
+@bp.route("/my/sessions/<int:session_id>/sign-out", methods=["POST"])
+@login_required
+def end_session(session_id: int):
+    """Sign out one of my browsers (this one, or one I left signed in elsewhere)."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    this = current_user.browser_session
+    try:
+        sessions.end_one(current_user, session_id, client_ip())
+    except DeskError as err:
+        flash(str(err), "info")
+        return redirect(url_for(_info_endpoint(), _anchor="sessions"))
+    if this is not None and this.id == session_id:
+        logout_user()
+        flash(_("You are signed out."), "info")
+        return redirect(url_for("auth.login"))
+    flash(_("That browser was signed out."), "success")
+    return redirect(url_for(_info_endpoint(), _anchor="sessions"))
+
+
+@bp.route("/my/sessions/sign-out-everywhere", methods=["POST"])
+@login_required
+def end_all_sessions():
+    """Sign out every browser I am signed in with, this one too."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    sessions.sign_out_everywhere(current_user, client_ip())
+    logout_user()
+    flash(_("You are signed out everywhere."), "info")
+    return redirect(url_for("auth.login"))
 
 
 @bp.route("/my/data-export", methods=["GET", "POST"])
