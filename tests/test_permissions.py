@@ -26,6 +26,7 @@ from desk import policy
 from desk.models import AgentDepartment
 from desk.models import Attachment
 from desk.models import AuditEntry
+from desk.models import BrowserSession
 from desk.models import Comment
 from desk.models import CustomField
 from desk.models import Department
@@ -38,11 +39,13 @@ from desk.services import bulk_export
 from desk.services import custom_fields
 from desk.services import email_change
 from desk.services import recycle_bin
+from desk.services import sessions
 from desk.services import tickets as ticket_service
 from desk.services import tokens
 from tests import factories
 from tests.conftest import CSRF_RE
 from tests.conftest import browser
+from tests.conftest import login
 from tests.conftest import signed_in
 
 
@@ -180,6 +183,8 @@ RULES = {
     "me.data_export": "signed_in",
     "me.request_erasure": "signed_in",
     "me.confirm_email": "signed_in-token",
+    "me.end_session": "signed_in-token",  # someone else's browser: 404 to all
+    "me.end_all_sessions": "signed_in",  # runs just before the sign-out, then signs in again
 
     "portal.new_ticket": "end_user",
     "portal.ticket": "own-record|agent",  # agents are sent on to the agent page
@@ -409,13 +414,16 @@ def matrix(ctx):
     restorable = custom_fields.create(admin, "contacts", {"key": "back", "label": "Back", "type": "text"})
     custom_fields.delete(admin, restorable.id)
     someones_token, _ = tokens.create(member, "member's token")
+    sessions.start(member, "192.0.2.1", "matrix")
+    session_row = BrowserSession.get(BrowserSession.user == member.id)
     made = bulk_export.run(bulk_export.start(admin).id)
     return {
         "people": {"admin": admin, "light": light, "agent": agent, "nobody": nobody, "owner": owner},
         "args": {"ticket_id": ticket.id, "comment_id": comment.id, "department_id": members_dept.id,
                  "agent_id": member.id, "request_id": change.id, "role_id": nothing.id,
                  "token": "not-a-valid-token", "key": "card",
-                 "token_id": someones_token.id, "export_id": made.id},
+                 "token_id": someones_token.id, "export_id": made.id,
+                 "session_id": session_row.id},
         "overrides": {
             "agent.delete_ticket": {"ticket_id": doomed.id},
             "privacy.delete_person": {"user_id": to_delete.id},
@@ -481,7 +489,8 @@ def matrix_cases(app, m) -> list[tuple[str, str, str, str, str]]:
                     path = re.sub(r"<(?:[^<>]+:)?%s>" % name, str(values[name]), path)
                 for method in sorted(rule.methods & {"GET", "POST"}):
                     cases.append((rule.endpoint, method, path, variant, module))
-    cases.sort(key=lambda c: c[0] == "auth.logout")
+    last = {"me.end_all_sessions": 1, "auth.logout": 2}
+    cases.sort(key=lambda c: last.get(c[0], 0))
     return cases
 
 
@@ -511,6 +520,11 @@ def test_permission_matrix(role, matrix, ctx):
         if got != want:
             wrong.append(f"{method} {path} [{endpoint}: {rule}]: expected {want}, got {got} "
                          f"({resp.status_code} {resp.headers.get('Location', '')})")
+        if endpoint == "me.end_all_sessions" and method == "POST" and who:
+            # Signed out everywhere: sign in again for the sign-out case.
+            assert actual_outcome(client.get("/my/tickets")) == LOGIN
+            assert login(client, m["people"][who].email, factories.PASSWORD).status_code == 302
+            token = form_token(client, TOKEN_PAGES.get(role, "/agent/settings/my-info"))
     assert not wrong, f"{role}:\n" + "\n".join(wrong)
     if who:  # the sign-out (the last case) really ended the session
         assert actual_outcome(client.get("/my/tickets")) == LOGIN

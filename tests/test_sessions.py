@@ -145,7 +145,7 @@ def test_my_info_lists_my_browsers_and_signs_out_one(ctx):
                                    BrowserSession.user_agent == AGENT_B)
     theirs = BrowserSession.get(BrowserSession.user == stranger.id)
     resp = post_form(here, f"/my/sessions/{theirs.id}/sign-out", {}, form_page="/my/info")
-    assert resp.status_code == 302
+    assert resp.status_code == 404  # another person's browser: as if it did not exist
     assert BrowserSession.get_or_none(BrowserSession.id == theirs.id) is not None  # not mine
     resp = post_form(here, f"/my/sessions/{phone_row.id}/sign-out", {}, form_page="/my/info")
     assert resp.status_code == 302 and "/my/info" in resp.headers["Location"]
