@@ -241,6 +241,8 @@ SENTENCES: dict[str, Callable[[Any], str]] = {
     "expire": _simple(_l("%(actor)s deleted %(record)s, which had expired")),
     "login": _simple(_l("%(actor)s signed in")),
     "logout": _simple(_l("%(actor)s signed out")),
+    "session_end": _simple(_l("%(actor)s signed out one of the browsers of %(record)s")),
+    "sessions_end": _simple(_l("%(actor)s signed %(record)s out of every browser")),
     "login_failed": _login_failed,
     "signup": _simple(_l("%(actor)s signed up")),
     "test_mail": _simple(_l("%(actor)s sent a test mail")),
@@ -255,7 +257,8 @@ SENTENCES: dict[str, Callable[[Any], str]] = {
     "region.wiped": _region(_l("%(actor)s wiped the old copy in region %(name)s")),
 }
 # Events whose details are not field changes.
-NO_CHANGE_LINES = {"export", "download", "expire", "login", "logout", "login_failed", "signup",
+NO_CHANGE_LINES = {"export", "download", "expire", "login", "logout", "session_end", "sessions_end",
+                   "login_failed", "signup",
                    "test_mail", "token_used_new_address", "keys-rotate-start", "keys-rotate-done",
                    "keys-rotate-pass", "rekey", "reveal", "erase", "purge"} | {
     a for a in SENTENCES if a.startswith("region.")}
