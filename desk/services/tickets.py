@@ -9,7 +9,6 @@ from flask import current_app
 from flask_babel import lazy_gettext as _l
 from peewee import JOIN
 from peewee import fn
-from peewee import prefetch
 
 from desk import audit
 from desk import policy
@@ -159,8 +158,19 @@ def thread(user: User, ticket: Ticket) -> list[Comment]:
              .order_by(Comment.created_at, Comment.id))
     if not policy.sees_private_comments(user):
         query = query.where(Comment.is_public == True)  # noqa: E712
-    live_files = Attachment.select().where(Attachment.deleted_at.is_null())
-    return list(prefetch(query, live_files))
+    comments = list(query)
+    files: dict[int, list[Attachment]] = {}
+    if comments:
+        # One look-up by the thread's own ids (a prefetch would repeat the
+        # thread's query inside it).
+        for row in (Attachment.select()
+                    .where(Attachment.ticket == ticket.id, Attachment.deleted_at.is_null(),
+                           Attachment.comment.in_([c.id for c in comments]))
+                    .order_by(Attachment.id)):
+            files.setdefault(row.comment_id, []).append(row)
+    for comment in comments:
+        comment.attachments = files.get(comment.id, [])  # in place of the backref query
+    return comments
 
 
 def ticket_files(ticket: Ticket) -> list[Attachment]:
