@@ -138,16 +138,19 @@ def _append(actor: Actor, action: str, record_type: str, record_id: str | None,
     return entry
 
 
-def _append_many(actor: Actor, action: str, record_type: str, record_ids: list[str]) -> None:
+def _append_many(actor: Actor, action: str, record_type: str, record_ids: list[str],
+                 details: list[tuple[int | None, dict]] | None = None) -> None:
     """One entry per record, chained as ``_append`` would chain them, written
     with one prepared INSERT run for every row and one update of the head
-    (building a statement per row would cost more than the purge itself)."""
+    (building a statement per row would cost more than the purge itself).
+    ``details``: per record, its (subject id, changes); none by default."""
     head = _head()
     seq, prev, now = head.seq, head.hash, utcnow()
     fields = [f for f in AuditEntry._meta.sorted_fields if f.name != "id"]
     rows = []
-    for record_id in record_ids:
-        entry = _entry(seq, prev, actor, action, record_type, record_id, None, {}, now)
+    for i, record_id in enumerate(record_ids):
+        subject_id, changes = details[i] if details else (None, {})
+        entry = _entry(seq, prev, actor, action, record_type, record_id, subject_id, changes, now)
         rows.append([f.db_value(entry.__data__.get(f.name)) for f in fields])
         seq, prev = entry.seq, entry.hash
     database = AuditEntry._meta.database
@@ -234,6 +237,38 @@ def purge(actor: Actor, model: type[BaseModel], ids: list[int]) -> int:
         count = model.delete().where(model._meta.primary_key.in_(ids)).execute()
         _append_many(actor, "purge", model.__name__, [str(record_id) for record_id in ids])
     return count
+
+
+def scrub_many(actor: Actor, model: type[BaseModel], rows: list[tuple[BaseModel, dict]]) -> int:
+    """Replace text in many rows of one model at once (the erasure's scrub):
+    one "scrub" entry per row naming the fields that changed, never their
+    values, written in bulk; the text index follows in the same transaction.
+    The rows' last-activity times stay as they were (no one acted on them)."""
+    rows = [(instance, values) for instance, values in rows if values]
+    if not rows:
+        return 0
+    table = model._meta.table_name
+    ids = [instance._pk for instance, _ in rows]
+    database = model._meta.database
+    by_fields: dict[tuple[str, ...], list[list]] = {}
+    for instance, values in rows:
+        names = tuple(sorted(values))
+        by_fields.setdefault(names, []).append([values[n] for n in names] + [instance._pk])
+    with _audited():
+        textindex.removing(table, ids)
+        for names, params in by_fields.items():
+            sets = ", ".join(f'"{model._meta.fields[n].column_name}" = {database.param}' for n in names)
+            database.cursor().executemany(
+                f'UPDATE "{table}" SET {sets} WHERE "{model._meta.primary_key.column_name}" = '
+                f"{database.param}", params)
+        textindex.added(table, ids)
+        _append_many(actor, "scrub", model.__name__, [str(i) for i in ids],
+                     [(instance.audit_subject_id(), {n: [SCRUBBED, SCRUBBED] for n in sorted(values)})
+                      for instance, values in rows])
+    for instance, values in rows:
+        for name, value in values.items():
+            setattr(instance, name, value)
+    return len(rows)
 
 
 def record(actor: Actor, action: str, record_type: str, record_id: Any = None,

@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     # An erasure ends by rebuilding the database (SQLite VACUUM, PostgreSQL VACUUM FULL of
     # the tables it touched) so no deleted value lingers in the file; above this size it
     # only logs that the rebuild was skipped (it blocks writers while it runs).
-    "ERASURE_COMPACT_MAX_MB": 2048,
+    "ERASURE_COMPACT_MAX_MB": 512,
     "SMTP_HOST": "",
     "SMTP_PORT": 25,
     "SMTP_USER": "",

@@ -314,22 +314,24 @@ def _step_scrub(actor: Actor, req: ErasureRequest, user: User) -> None:
         for comment in Comment.select().where(Comment.ticket.in_(ids)).order_by(Comment.id):
             comments.setdefault(comment.ticket_id, []).append(comment)
         shred: dict[type, list[int]] = {Ticket: [], Comment: []}
+        scrubbed: dict[type, list[tuple[object, dict]]] = {Ticket: [], Comment: []}
+        for ticket in Ticket.select().where(Ticket.id.in_(ids)).order_by(Ticket.id):
+            thread = [ticket, *comments.get(ticket.id, [])]
+            about = ticket.requester_id == user.id or any(
+                who.mentions(getattr(row, name)) for row in thread for name in TEXT[type(row)])
+            if not about:
+                continue  # the index found a part of another word, not them
+            for row in thread:
+                values = {name: who.scrub(getattr(row, name), about_them=True)
+                          for name in TEXT[type(row)]}
+                values = {n: v for n, v in values.items() if v != getattr(row, n)}
+                if values:
+                    scrubbed[type(row)].append((row, values))
+                shred[type(row)].append(row.id)
         with audit.transaction():
-            for ticket in Ticket.select().where(Ticket.id.in_(ids)).order_by(Ticket.id):
-                thread = [ticket, *comments.get(ticket.id, [])]
-                about = ticket.requester_id == user.id or any(
-                    who.mentions(getattr(row, name)) for row in thread for name in TEXT[type(row)])
-                if not about:
-                    continue  # the index found a part of another word, not them
-                for row in thread:
-                    values = {name: who.scrub(getattr(row, name), about_them=True)
-                              for name in TEXT[type(row)]}
-                    values = {n: v for n, v in values.items() if v != getattr(row, n)}
-                    if values:
-                        audit.update(actor, row, action="scrub", redact=True, **values)
-                    shred[type(row)].append(row.id)
-            for model, row_ids in shred.items():
-                crypto.destroy_record_keys(model.__name__, row_ids)
+            for model in (Ticket, Comment):
+                audit.scrub_many(actor, model, scrubbed[model])
+                crypto.destroy_record_keys(model.__name__, shred[model])
         last = ids[-1]
 
 

@@ -17,6 +17,7 @@ from dataclasses import field
 NAME_REMOVED = "[name removed]"
 EMAIL_REMOVED = "[email removed]"
 PHONE_REMOVED = "[phone removed]"
+MARKERS = {"email": EMAIL_REMOVED, "local": EMAIL_REMOVED, "name": NAME_REMOVED, "phone": PHONE_REMOVED}
 
 MIN_PART = 3  # name parts and local parts shorter than this are too common to remove
 MIN_PHONE_DIGITS = 6  # fewer digits could be an order number as well
@@ -79,19 +80,22 @@ class Identifiers:
                            key=len, reverse=True)
         self.nationals = nationals
         # Strong identifiers: each alone says the text is about this person.
-        self._strong = [
-            (re.compile("|".join(_spread(e, _BREAK) for e in emails), re.I), EMAIL_REMOVED) if emails else None,
-            (re.compile("|".join(_name_pattern(n) for n in names), re.I), NAME_REMOVED) if names else None,
-            (re.compile("|".join(_phone_pattern(n) for n in nationals)), PHONE_REMOVED) if nationals else None,
-            (re.compile("|".join(r"(?<![\w.@])" + re.escape(lp) + r"(?![\w@])" for lp in self.locals), re.I),
-             EMAIL_REMOVED) if self.locals else None,
+        # One pattern, one pass over a text: at each place the first kind that
+        # matches wins (an address before the name inside it).
+        kinds = [
+            ("email", "|".join(_spread(e, _BREAK) for e in emails)),
+            ("name", "|".join(_name_pattern(n) for n in names)),
+            ("phone", "|".join(_phone_pattern(n) for n in nationals)),
+            ("local", "|".join(r"(?<![\w.@])" + re.escape(lp) + r"(?![\w@])" for lp in self.locals)),
         ]
-        self._strong = [s for s in self._strong if s is not None]
+        kinds = [(kind, pattern) for kind, pattern in kinds if pattern]
+        self._strong = (re.compile("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in kinds), re.I)
+                        if kinds else None)
         self._parts = (re.compile("|".join(r"(?<!\w)" + re.escape(p) + r"(?!\w)" for p in self.parts), re.I)
                        if self.parts else None)
 
     def __bool__(self) -> bool:
-        return bool(self._strong)
+        return self._strong is not None
 
     def search_terms(self) -> tuple[list[str], list[tuple[str, str]]]:
         """What the text index finds candidate rows with: plain strings (name
@@ -104,14 +108,14 @@ class Identifiers:
 
     def mentions(self, text: str) -> bool:
         """Whether ``text`` names the person by a strong identifier."""
-        return any(pattern.search(text or "") for pattern, _ in self._strong)
+        return self._strong is not None and self._strong.search(text or "") is not None
 
     def scrub(self, text: str, about_them: bool) -> str:
         """``text`` with every strong identifier replaced by its marker, and,
         where the text is ``about_them`` (their own thread, or a thread that
         names them), every part of their name standing as a word too."""
-        for pattern, marker in self._strong:
-            text = pattern.sub(marker, text)
+        if self._strong is not None:
+            text = self._strong.sub(lambda m: MARKERS[m.lastgroup], text)
         if about_them and self._parts is not None:
             text = self._parts.sub(NAME_REMOVED, text)
         return text
