@@ -411,6 +411,31 @@ def open_secret(purpose: str, sealed: str | None) -> str | None:
 
 
 
+def seal_link(purpose: str, payload: dict) -> str:
+    """A URL-safe token carrying ``payload`` encrypted and authenticated under
+    the active key, with the time it was made: a link that needs nothing
+    stored (a sign-up waiting for its address to be confirmed)."""
+    ring = _keyring()
+    plain = json.dumps({"t": int(time.time()), "p": payload}, ensure_ascii=False).encode()
+    blob = _seal(ring.keys[ring.active], plain, f"link:{purpose}".encode())
+    return f"{ring.active}.{base64.urlsafe_b64encode(blob).decode().rstrip('=')}"
+
+
+def open_link(purpose: str, token: str) -> tuple[dict, float] | None:
+    """(payload, age in seconds) of a ``seal_link`` token, or None when it is
+    not one (made up, altered, for another purpose, or its key is gone)."""
+    kid, _, b64 = (token or "").partition(".")
+    key = _keyring().keys.get(kid)
+    if key is None or not b64 or len(b64) > 8000:
+        return None
+    try:
+        blob = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+        data = json.loads(_open(key, blob, f"link:{purpose}".encode()))
+    except (InvalidTag, ValueError):
+        return None
+    return data["p"], time.time() - data["t"]
+
+
 def encrypt_secret(name: str, text: str) -> str:
     """Encrypt a secret desk keeps (e.g. the SMTP password) under the active
     key, bound to its name. Store the result; the key id is in it."""

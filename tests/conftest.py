@@ -153,6 +153,29 @@ def login(client, email: str, password: str, **extra):
     return post_form(client, "/login", {"email": email, "password": password, **extra})
 
 
+SIGNUP_LINK_RE = re.compile(r"/signup/confirm/[A-Za-z0-9_.\-]+")
+
+
+def signup_link(email: str) -> str:
+    """The path of the newest sign-up link mailed to ``email`` (in an app context)."""
+    from desk.models import MailMessage
+    for message in (MailMessage.select().where(MailMessage.recipient == email.lower())
+                    .order_by(MailMessage.id.desc())):
+        match = SIGNUP_LINK_RE.search(message.body)
+        if match:
+            return match.group(0)
+    raise AssertionError(f"no sign-up link mailed to {email}")
+
+
+def sign_up(client, name: str, email: str, password: str, **extra):
+    """Sign up as a browser does: the form, then the link from the mail with
+    the password again. Returns the last answer (302 to My Tickets)."""
+    resp = post_form(client, "/signup", {"name": name, "email": email, "password": password},
+                     **extra)
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:500]
+    return post_form(client, signup_link(email), {"password": password}, **extra)
+
+
 def browser(app) -> FreshClient:
     """A browser of its own (own cookies)."""
     app.test_client_class = FreshClient

@@ -307,3 +307,30 @@ def csrf_token(html: bytes | str) -> str:
     assert match, "no csrf_token hidden input in the page"
     return match.group(1)
 
+
+
+# -- mail the server queued ------------------------------------------------------
+SIGNUP_LINK_PATH = r"/signup/confirm/[A-Za-z0-9_.\-]+"
+
+
+def mailed_link(database: Path, recipient: str, path_re: str = SIGNUP_LINK_PATH,
+                timeout: float = 10.0) -> str:
+    """The path of the newest link matching ``path_re`` in mail the server
+    queued for ``recipient``, read from its SQLite database (as a person
+    would read it in their inbox)."""
+    import sqlite3
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
+        try:
+            bodies = [row[0] for row in conn.execute(
+                "SELECT body FROM mail_message WHERE recipient = ? ORDER BY id DESC",
+                (recipient.lower(),))]
+        finally:
+            conn.close()
+        for body in bodies:
+            match = re.search(path_re, body)
+            if match:
+                return match.group(0)
+        assert time.monotonic() < deadline, f"no link {path_re!r} mailed to {recipient}"
+        time.sleep(0.2)

@@ -24,6 +24,7 @@ from tests.serverproc import SERVER_ENV
 from tests.serverproc import children_of
 from tests.serverproc import cmdline
 from tests.serverproc import csrf_token
+from tests.serverproc import mailed_link
 from tests.serverproc import make_opener
 from tests.serverproc import request
 from tests.serverproc import running_server
@@ -142,6 +143,11 @@ def test_the_single_executable_serves_a_whole_first_day(executable, tmp_path):
         status, _, _ = request(customer, base + "/signup", {
             "name": "Rita Requester", "email": "rita@example.com",
             "password": "correct horse battery", "csrf_token": token})
+        assert status == 200
+        link = base + mailed_link(data / "desk.db", "rita@example.com")
+        token = csrf_token(request(customer, link)[2])
+        status, _, _ = request(customer, link, {"password": "correct horse battery",
+                                                "csrf_token": token})
         assert status == 302
         token = csrf_token(request(customer, base + "/tickets/new")[2])
         status, headers, _ = post_multipart(customer, base + "/tickets/new", {

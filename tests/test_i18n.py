@@ -27,6 +27,7 @@ from tests import factories
 from tests.conftest import csrf_token
 from tests.conftest import login
 from tests.conftest import post_form
+from tests.conftest import sign_up
 
 ROOT = Path(__file__).resolve().parent.parent
 PO = ROOT / "translations" / "zh_Hans" / "LC_MESSAGES" / "messages.po"
@@ -250,8 +251,12 @@ def test_service_errors_and_flashes_are_shown_in_chinese(ctx, client):
 def test_sign_up_in_chinese_greets_in_chinese(ctx, client):
     resp = post_form(client, "/signup", {"name": "张伟", "email": "zw@example.com",
                                          "password": "a good password"}, headers=ZH)
+    assert resp.status_code == 200 and "请查收邮件" in resp.get_data(as_text=True)
+    link = MailMessage.get(MailMessage.recipient == "zw@example.com")
+    assert link.subject == "完成创建您的账号" and "24 小时" in link.body
+    resp = sign_up(client, "张伟", "zw@example.com", "a good password", headers=ZH)
     assert resp.status_code == 302
     page = client.get("/my/tickets", headers=ZH).get_data(as_text=True)
     assert "欢迎，张伟！您的账号已开通。" in page
-    welcome = MailMessage.get(MailMessage.recipient == "zw@example.com")
+    welcome = MailMessage.get(MailMessage.recipient == "zw@example.com", MailMessage.subject_id.is_null(False))
     assert welcome.subject == "欢迎使用帮助中心" and "您的账号已开通" in welcome.body

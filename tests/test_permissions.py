@@ -174,6 +174,7 @@ RULES = {
     "auth.signup": "public",
     "portal.language": "public",
     "auth.first_admin": "setup-token",
+    "auth.signup_confirm": "setup-token",
 
     "auth.logout": "signed_in",
     "portal.my_tickets": "signed_in",

@@ -14,6 +14,7 @@ from tests.conftest import browser
 from tests.conftest import csrf_token
 from tests.conftest import login
 from tests.conftest import post_form
+from tests.conftest import sign_up
 
 
 def test_post_without_csrf_token_is_refused_with_a_clear_page(ctx, client):
@@ -109,7 +110,7 @@ def test_one_address_is_limited_across_accounts(make_app):
 def test_password_is_hashed_with_argon2_and_never_logged(ctx, app, client, caplog):
     caplog.set_level(logging.DEBUG)
     secret = "unforgettable-Passw0rd"
-    resp = post_form(client, "/signup", {"name": "Ann", "email": "ann@example.com", "password": secret})
+    resp = sign_up(client, "Ann", "ann@example.com", secret)
     assert resp.status_code == 302
     assert login(app.test_client(), "ann@example.com", secret + "x").status_code == 400
     from desk.models import User
@@ -117,6 +118,8 @@ def test_password_is_hashed_with_argon2_and_never_logged(ctx, app, client, caplo
     assert stored.startswith("$argon2id$") and secret not in stored
     assert secret not in caplog.text
     assert all(secret not in (e.changes + e.ip) for e in AuditEntry.select())
+    from desk.models import MailMessage
+    assert all(secret not in m.body for m in MailMessage.select())
 
 
 # --- sign-in throttling: no lock-out by strangers, no account discovery ---------

@@ -30,6 +30,12 @@ class SignupForm(FlaskForm):
         NoControlCharacters()])
 
 
+class SignupConfirmForm(FlaskForm):
+    """The link from the sign-up mail: the password chosen on the sign-up form."""
+    password = PasswordField(_l("Password"), validators=[
+        DataRequired(_l("Enter your password.")), Length(max=PASSWORD_MAX)])
+
+
 class SetupForm(SignupForm):
     """The first administrator: same fields as sign-up."""
 

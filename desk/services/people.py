@@ -6,6 +6,7 @@ import unicodedata
 from email_validator import EmailNotValidError
 from email_validator import validate_email
 from flask import current_app
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from peewee import JOIN
@@ -17,6 +18,7 @@ from desk import crypto
 from desk.audit import Actor
 from desk.errors import Conflict
 from desk.errors import InvalidInput
+from desk.errors import NotFound
 from desk.models import Role
 from desk.models import User
 from desk.models.people import AGENT
@@ -26,6 +28,8 @@ from desk.services import mail
 NAME_MAX = 200
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
+SIGNUP_LINK = "signup"
+SIGNUP_LINK_HOURS = 24
 
 
 def normalize_email(raw: str) -> str:
@@ -72,11 +76,11 @@ def find_by_email(email: str) -> User | None:
     return User.get_or_none(fn.LOWER(User.email) == email.lower())
 
 
-def _create_person(actor: Actor | None, kind: str, name: str, email: str, password: str,
-                   role: Role | None = None) -> User:
+def _create_person(actor: Actor | None, kind: str, name: str, email: str, password: str | None,
+                   role: Role | None = None, password_hash: str | None = None) -> User:
     name = clean_text(name, NAME_MAX)
     email = normalize_email(email)
-    password_hash = crypto.hash_password(check_password(password))
+    password_hash = password_hash or crypto.hash_password(check_password(password))
     with audit.transaction():
         if find_by_email(email) is not None:
             raise Conflict(_l("An account with this email address already exists."))
@@ -90,10 +94,67 @@ def _create_person(actor: Actor | None, kind: str, name: str, email: str, passwo
 
 
 def sign_up(name: str, email: str, password: str, ip: str = "") -> User:
-    """An end user creates their own account (they are the actor) and is
-    sent a welcome message."""
+    """An end user's account made at once (the demo, tests, imports); on the
+    web the address is confirmed first (``request_sign_up``)."""
+    return _signed_up(name, email, password, None, ip)
+
+
+def request_sign_up(name: str, email: str, password: str) -> None:
+    """Someone asks for an account. The answer never says whether the address
+    has one: either way a mail goes to the address, a link to finish signing
+    up (valid SIGNUP_LINK_HOURS) or, when it has an account, a note to its
+    owner. Nothing is stored until the link is followed: the link carries
+    the name, address and password hash, encrypted."""
+    name = clean_text(name, NAME_MAX)
+    email = normalize_email(email)
+    check_password(password)
+    base = current_app.config["BASE_URL"].rstrip("/")
+    password_hash = crypto.hash_password(password)  # either way: the time tells nothing
+    owner = find_by_email(email)
+    if owner is not None:
+        with force_locale(owner.language or "en"):
+            mail.queue(owner.email, _("Someone tried to sign up with your email address"),
+                       _("Hello %(name)s,\n\nSomeone tried to create an account at %(url)s with "
+                         "this address, which already has one: yours. If it was you, sign in at "
+                         "%(login)s. If not, you need not do anything; your account is unchanged.\n",
+                         name=owner.name, url=base, login=f"{base}/login"), subject_id=owner.id)
+        return
+    token = crypto.seal_link(SIGNUP_LINK, {"name": name, "email": email, "hash": password_hash})
+    mail.queue(email, _("Finish creating your account"),
+               _("Hello %(name)s,\n\nTo finish creating your account at %(url)s, open this link "
+                 "within %(hours)d hours and enter the password you chose:\n\n%(link)s\n\nIf "
+                 "you did not ask for an account, ignore this message.\n",
+                 name=name, url=base, hours=SIGNUP_LINK_HOURS,
+                 link=f"{base}/signup/confirm/{token}"))
+
+
+def sign_up_link(token: str) -> dict:
+    """The waiting sign-up a link names (name and address), or NotFound /
+    InvalidInput (expired)."""
+    opened = crypto.open_link(SIGNUP_LINK, token)
+    if opened is None:
+        raise NotFound(_l("This link is not valid. Sign up again to get a new one."))
+    payload, age = opened
+    if age > SIGNUP_LINK_HOURS * 3600:
+        raise InvalidInput(_l("This link has expired. Sign up again to get a new one."))
+    return payload
+
+
+def complete_sign_up(token: str, password: str, ip: str = "") -> User:
+    """Follow the link and enter the password chosen at sign-up (so a link
+    made with someone else's address and the maker's password cannot give
+    the maker an account in that person's name): the account is made."""
+    payload = sign_up_link(token)
+    if not crypto.verify_password(payload["hash"], password or ""):
+        raise InvalidInput(_l("That is not the password you chose when you signed up."))
+    return _signed_up(payload["name"], payload["email"], None, payload["hash"], ip)
+
+
+def _signed_up(name: str, email: str, password: str | None, password_hash: str | None,
+               ip: str) -> User:
+    """Make the end user's account (they are the actor) and welcome them."""
     with audit.transaction():
-        user = _create_person(None, END_USER, name, email, password)
+        user = _create_person(None, END_USER, name, email, password, password_hash=password_hash)
         audit.record(Actor(user.id, ip), "signup", "User", user.id, subject_id=user.id)
         mail.queue(user.email, _("Welcome to the help center"),
                    _("Hello %(name)s,\n\nYour account is ready. Follow your requests at "

@@ -19,6 +19,7 @@ from desk.extensions import limiter
 from desk.forms.auth import EmptyForm
 from desk.forms.auth import LoginForm
 from desk.forms.auth import SetupForm
+from desk.forms.auth import SignupConfirmForm
 from desk.forms.auth import SignupForm
 from desk.services import auth as auth_service
 from desk.services import people
@@ -63,16 +64,36 @@ def _form_error(form, err: DeskError, template: str, **context):
 @bp.route("/signup", methods=["GET", "POST"])
 @limiter.limit(_login_limit, methods=["POST"], on_breach=_throttled)
 def signup():
-    """An end user creates an account and is signed in."""
+    """An end user asks for an account: a link to finish goes to the address."""
     if current_user.is_authenticated:
         return redirect(url_for(policy.landing(current_user)))
     form = SignupForm()
     if not form.validate_on_submit():
         return render_template("auth/signup.html", form=form), 400 if form.is_submitted() else 200
     try:
-        user = people.sign_up(form.name.data, form.email.data, form.password.data, client_ip())
+        people.request_sign_up(form.name.data, form.email.data, form.password.data)
     except DeskError as err:
         return _form_error(form, err, "auth/signup.html")
+    # The same page whether or not the address has an account: the mail says.
+    return render_template("auth/signup_sent.html", email=form.email.data.strip())
+
+
+@bp.route("/signup/confirm/<token>", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"], on_breach=_throttled)
+def signup_confirm(token: str):
+    """The link from the sign-up mail: enter the password again, and the
+    account is made and signed in."""
+    waiting = people.sign_up_link(token)
+    if current_user.is_authenticated:
+        return redirect(url_for(policy.landing(current_user)))
+    form = SignupConfirmForm()
+    if not form.validate_on_submit():
+        return render_template("auth/signup_confirm.html", form=form, email=waiting["email"]), \
+            400 if form.is_submitted() else 200
+    try:
+        user = people.complete_sign_up(token, form.password.data, client_ip())
+    except DeskError as err:
+        return _form_error(form, err, "auth/signup_confirm.html", email=waiting["email"])
     sign_in(user)
     flash(_("Welcome, %(name)s. Your account is ready.", name=user.name), "success")
     return redirect(url_for("portal.my_tickets"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.serverproc import ROOT
+from tests.serverproc import mailed_link
 from tests.serverproc import running_server
 
 CHROMIUM = os.environ.get("DESK_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -163,3 +164,22 @@ def live_server(tmp_path_factory, browser):
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def sign_up_in_browser(page, server, name: str, email: str, password: str) -> None:
+    """Sign up as a person does: the form, the link from the mail, the password
+    again; ends signed in on My Tickets."""
+    from playwright.sync_api import expect
+    base = server.base_url
+    page.goto(base + "/signup")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", password)
+    page.locator("main form").get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    page.goto(base + mailed_link(server.data_dir / "desk.db", email))
+    expect(page.get_by_role("heading", name="Finish creating your account")).to_be_visible()
+    page.fill("input[name=password]", password)
+    page.locator("main form").get_by_role("button", name="Create my account").click()
+    expect(page).to_have_url(base + "/my/tickets")
+    expect(page.locator("header .who")).to_have_text(name)

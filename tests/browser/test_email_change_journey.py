@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import sign_up_in_browser
+
 pytestmark = pytest.mark.browser
 
 ADMIN_EMAIL = "grace.admin@example.com"
@@ -55,12 +57,7 @@ def test_my_info_and_email_change(new_page, live_server, desk_cli, artifacts):
 
     # The end user signs up and opens My Info from the header.
     user = new_page()
-    user.goto(base + "/signup")
-    user.fill("input[name=name]", OLD_NAME)
-    user.fill("input[name=email]", OLD_EMAIL)
-    user.fill("input[name=password]", PASSWORD)
-    user.locator("main form").get_by_role("button", name="Sign up").click()
-    expect(user).to_have_url(base + "/my/tickets")
+    sign_up_in_browser(user, live_server, OLD_NAME, OLD_EMAIL, PASSWORD)
     user.locator("header").get_by_role("link", name="My Info").click()
     expect(user).to_have_url(base + "/my/info")
     expect(user.get_by_role("heading", name="My Info", exact=True)).to_be_visible()

@@ -1,10 +1,13 @@
 """An end user's journey in a real browser against the real server: sign up
-(with a Chinese name), land on My Tickets, sign out, sign in again, sign out."""
+(with a Chinese name, confirmed by the mailed link), land on My Tickets, sign
+out, sign in again, sign out."""
 from __future__ import annotations
 
 import re
 
 import pytest
+
+from tests.serverproc import mailed_link
 
 pytestmark = pytest.mark.browser
 
@@ -25,6 +28,13 @@ def test_sign_up_sign_out_sign_in(page, live_server, artifacts):
     page.fill("input[name=email]", EMAIL)
     page.fill("input[name=password]", PASSWORD)
     page.locator("main form").get_by_role("button", name="Sign up").click()
+
+    # The same answer whether or not the address has an account: the mail says.
+    expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    expect(page.locator("main")).to_contain_text(EMAIL)
+    page.goto(base + mailed_link(live_server.data_dir / "desk.db", EMAIL))
+    page.fill("input[name=password]", PASSWORD)
+    page.locator("main form").get_by_role("button", name="Create my account").click()
 
     # Lands on My Tickets, signed in under the Chinese name.
     expect(page).to_have_url(base + "/my/tickets")
@@ -64,9 +74,10 @@ def test_sign_up_sign_out_sign_in(page, live_server, artifacts):
 
     # The server subprocess served all of it (its gunicorn access log saw the forms).
     log = live_server.stdout
-    for line in ('"POST /signup" 302', '"POST /login" 302',
+    for line in ('"POST /signup" 200', '"POST /login" 302',
                  '"POST /logout" 302'):
         assert line in log, f"{line} not in the server's access log\n{live_server.logs()}"
+    assert re.search(r'"POST /signup/confirm/\S+" 302', log), live_server.logs()
     assert log.count('"POST /logout" 302') == 2
     for shot in ("journey-my-tickets.png", "journey-sign-in.png"):
         assert (artifacts / shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

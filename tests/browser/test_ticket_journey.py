@@ -11,6 +11,8 @@ import zlib
 
 import pytest
 
+from tests.browser.conftest import sign_up_in_browser
+
 pytestmark = pytest.mark.browser
 
 ADMIN_EMAIL = "ada.admin@example.com"
@@ -39,16 +41,8 @@ def tiny_png() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
-def sign_up(page, base: str, name: str, email: str) -> None:
-    from playwright.sync_api import expect
-
-    page.goto(base + "/signup")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.locator("main form").get_by_role("button", name="Sign up").click()
-    expect(page).to_have_url(base + "/my/tickets")
-    expect(page.locator("header .who")).to_have_text(name)
+def sign_up(page, server, name: str, email: str) -> None:
+    sign_up_in_browser(page, server, name, email, PASSWORD)
 
 
 def sign_in(page, base: str, email: str, password: str) -> None:
@@ -73,7 +67,7 @@ def test_ticket_with_attachment_reply_and_download(new_page, live_server, desk_c
 
     # The end user signs up and opens "New ticket" from the header.
     requester = new_page()
-    sign_up(requester, base, REQUESTER_NAME, REQUESTER_EMAIL)
+    sign_up(requester, live_server, REQUESTER_NAME, REQUESTER_EMAIL)
     requester.locator("header").get_by_role("link", name="New ticket").click()
     expect(requester).to_have_url(base + "/tickets/new")
     expect(requester.get_by_role("heading", name="Submit a request")).to_be_visible()
@@ -144,7 +138,7 @@ def test_ticket_with_attachment_reply_and_download(new_page, live_server, desk_c
 
     # Another end user can reach neither the ticket nor its file.
     other = new_page()
-    sign_up(other, base, OTHER_NAME, OTHER_EMAIL)
+    sign_up(other, live_server, OTHER_NAME, OTHER_EMAIL)
     for path in (f"/attachments/{attachment_id}", f"/my/tickets/{ticket_id}"):
         response = other.goto(base + path)
         assert response is not None and response.status == 404, \
