@@ -147,8 +147,9 @@ def ticket_query(agent: User, filters: TicketFilters, query=None):
     joins). The default view: open tickets assigned to me, and unassigned ones
     in my departments."""
     filters = visible_ticket_filters(agent, filters)
+    selective = bool(filters.q or filters.custom or filters.requester)
     query = (query if query is not None else Ticket.select()).where(
-        policy.ticket_filter(agent), Ticket.deleted_at.is_null())
+        policy.ticket_filter(agent, selective), Ticket.deleted_at.is_null())
     if filters.default_view:
         mine = policy.department_ids(agent)
         unassigned_here = Ticket.assignee.is_null() & (
