@@ -26,6 +26,7 @@ from desk.services import mail
 from desk.services import purge
 from desk.services import tokens
 from desk.services import region_move
+from desk.services import subject_requests
 
 log = logging.getLogger("desk.jobs")
 
@@ -85,6 +86,10 @@ def verify_audit_chain() -> None:
     audit_log.verify_chain()
 
 
+def remind_subject_requests() -> None:
+    subject_requests.remind()
+
+
 def renew_lease() -> None:
     """Nothing of its own: running it keeps the lease alive between other jobs."""
 
@@ -103,6 +108,7 @@ JOBS = (
     Job("wipe-old-region", wipe_old_region, 3600, first_after=600),
     Job("region-move", run_requested_move, 30, first_after=30),
     Job("verify-audit-chain", verify_audit_chain, 86400, first_after=900),
+    Job("subject-request-reminders", remind_subject_requests, 3600, first_after=300),
 )
 
 

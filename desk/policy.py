@@ -9,7 +9,7 @@ import json
 from desk.errors import PermissionDenied
 
 MODULES = ("tickets", "comments", "contacts", "agents", "departments",
-           "recycle_bin", "audit", "exports", "settings")
+           "recycle_bin", "audit", "exports", "settings", "privacy")
 ACTIONS = ("view", "create", "edit", "delete", "restore", "export", "reveal", "manage")
 
 

@@ -22,6 +22,7 @@ from desk.models import AuditHead
 from desk.models import Comment
 from desk.models import ContactFieldValue
 from desk.models import CustomField
+from desk.models import DataSubjectRequest
 from desk.models import Department
 from desk.models import EmailChangeRequest
 from desk.models import ErasureRequest
@@ -95,6 +96,9 @@ def _specs():
         ApiToken: lambda: (dict(user=factories.end_user(), name="CI", prefix="desk_0badc0de",
                                 token_hash="f" * 64, key_id="k1", expires_at="2030-01-01 00:00:00"),
                            dict(revoked_at=utcnow(), revoke_reason="revoked")),
+        DataSubjectRequest: lambda: (dict(user=factories.end_user(), kind="access", channel="email",
+                                          identity_note="passport seen"),
+                                     dict(extended_days=30, extension_reason="many systems")),
     }
 
 

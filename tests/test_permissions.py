@@ -30,6 +30,7 @@ from desk.models import BrowserSession
 from desk.models import Comment
 from desk.models import CustomField
 from desk.models import Department
+from desk.models import DataSubjectRequest
 from desk.models import Role
 from desk.models import Ticket
 from desk.models import User
@@ -212,6 +213,14 @@ RULES = {
     "privacy.settings_page": "settings:manage",
     "audit.audit_page": "audit:view",
     "audit.verify_now": "settings:manage",
+    "privacy_center.index": "privacy:view",
+    "privacy_center.requests": "privacy:view",
+    "privacy_center.log_request": "privacy:edit",
+    "privacy_center.request_detail": "privacy:view",
+    "privacy_center.extend": "privacy:edit",
+    "privacy_center.link": "privacy:edit",
+    "privacy_center.close": "privacy:edit",
+    "privacy_center.requests_csv": "privacy:export",
     "regions.region_page": "settings:manage",
 
     "admin.department_list": "departments:manage",
@@ -406,6 +415,7 @@ def matrix(ctx):
     binned[("contacts", "restore")], binned[("agents", "restore")] = gone_contact.id, gone_agent.id
 
     change = email_change.request_change(other, "otto.new@example.com")
+    subject_request = DataSubjectRequest.get(DataSubjectRequest.email_change_id == change.id)
     cards = {}
     for module, record in (("tickets", ticket), ("contacts", owner)):
         cards[module] = custom_fields.create(admin, module, {
@@ -436,6 +446,8 @@ def matrix(ctx):
             "fields.edit_field": {"field_id": cards["tickets"].id},
             "fields.delete_field": {"field_id": trash.id},
             "fields.restore_field": {"field_id": restorable.id},
+            **{f"privacy_center.{name}": {"request_id": subject_request.id}
+               for name in ("request_detail", "extend", "link", "close")},
         },
         "own": {"ticket_id": ticket.id, "attachment_id": own_file.id},
         "foreign": {"ticket_id": foreign.id, "attachment_id": foreign_file.id},

@@ -3,6 +3,7 @@ from desk.models.audit import AuditEntry
 from desk.models.audit import AuditHead
 from desk.models.base import BaseModel
 from desk.models.base import utcnow
+from desk.models.compliance import DataSubjectRequest
 from desk.models.fields import ContactFieldValue
 from desk.models.fields import CustomField
 from desk.models.fields import KeyRotation
@@ -59,6 +60,7 @@ ALL_MODELS = [
     BulkExport,
     RegionState,
     RegionJournal,
+    DataSubjectRequest,
 ]
 
 __all__ = [m.__name__ for m in ALL_MODELS] + ["ALL_MODELS", "BaseModel", "utcnow"]

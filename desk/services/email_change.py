@@ -27,6 +27,7 @@ from desk.models.privacy import CONFIRMED
 from desk.models.privacy import PENDING
 from desk.models.privacy import REJECTED
 from desk.services import mail
+from desk.services import subject_requests
 from desk.services import tokens
 from desk.services.people import clean_text
 from desk.services.people import find_by_email
@@ -86,7 +87,9 @@ def request_change(user: User, new_email: str, ip: str = "") -> EmailChangeReque
         earlier = pending_for(user)
         if earlier is not None:
             audit.update(actor, earlier, status=CANCELLED, token_hash=None)
+            subject_requests.settle(actor, email_change_id=earlier.id)
         req = audit.create(actor, EmailChangeRequest, user=user, new_email=email)
+        subject_requests.from_person(actor, user, "rectification", email_change_id=req.id)
         _tell(user, user.email,
               lambda: _("Your email change request"),
               lambda: _("Hello %(name)s,\n\nWe received your request to change your email address "
@@ -140,6 +143,7 @@ def reject(admin: User, request_id: int, reason: str, ip: str = "") -> EmailChan
         req = _open_request(admin, request_id)
         audit.update(Actor.of(admin, ip), req, status=REJECTED, reason=reason,
                      decided_by=admin.id, decided_at=utcnow())
+        subject_requests.settle(Actor.of(admin, ip), email_change_id=req.id)
         user = User.get_by_id(req.user_id)
         _tell(user, user.email,
               lambda: _("Your email change request was declined"),
@@ -163,6 +167,7 @@ def confirm(user: User, token: str, ip: str = "") -> User:
         if find_by_email(req.new_email) is not None:
             raise Conflict(UNAVAILABLE)
         audit.update(actor, req, status=CONFIRMED, confirmed_at=utcnow())
+        subject_requests.settle(actor, email_change_id=req.id)
         audit.update(actor, user, email=req.new_email)
         tokens.revoke_all(actor, user, tokens.EMAIL_CHANGED)
         for address in (old_email, req.new_email):

@@ -48,6 +48,7 @@ from desk.services import people
 from desk.services import purge
 from desk.services import search
 from desk.services import sessions
+from desk.services import subject_requests
 from desk.services import tokens
 from desk.services.identifiers import Identifiers
 
@@ -81,7 +82,10 @@ def request_by_person(user: User, ip: str = "") -> ErasureRequest:
     """A person asks to be forgotten; an administrator decides."""
     if _open_request(user):
         raise Conflict(_l("You already asked; an administrator will handle it."))
-    return audit.create(Actor.of(user, ip), ErasureRequest, user=user, requested_by=user.id)
+    with audit.transaction():
+        req = audit.create(Actor.of(user, ip), ErasureRequest, user=user, requested_by=user.id)
+        subject_requests.from_person(Actor.of(user, ip), user, "erasure", erasure_request_id=req.id)
+    return req
 
 
 def queue() -> list[ErasureRequest]:
@@ -425,4 +429,5 @@ def run(request_id: int) -> ErasureRequest:
                 audit.update(actor, req, step=req.step + 1, status=DONE, finished_at=utcnow())
                 audit.record(actor, "erase", "User", user.id,
                              details={"mode": req.mode, "request": req.id})
+                subject_requests.settle(actor, erasure_request_id=req.id)
     return req

@@ -25,6 +25,7 @@ from desk.models import User
 from desk.services import attachments as files
 from desk.services import csv_export
 from desk.services import custom_fields
+from desk.services import subject_requests
 
 PROFILE_FIELDS = ("id", "kind", "name", "email", "phone", "mobile", "title", "timezone",
                   "language", "signature", "created_at", "updated_at")
@@ -132,8 +133,11 @@ def person_zip(actor: User, user: User, ip: str = "") -> Iterator[bytes]:
     The export is audited before the first byte is sent."""
     if actor.id != user.id:
         policy.require(actor, "exports:export")
-    audit.record(Actor.of(actor, ip), "export", "User", user.id, subject_id=user.id,
-                 details={"kind": "personal data (ZIP)"})
+    with audit.transaction():
+        entry = audit.record(Actor.of(actor, ip), "export", "User", user.id, subject_id=user.id,
+                             details={"kind": "personal data (ZIP)"})
+        if actor.id == user.id:
+            subject_requests.from_person(Actor.of(actor, ip), user, "access", export_entry_id=entry.id)
     return _generate(user)
 
 

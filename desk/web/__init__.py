@@ -15,13 +15,15 @@ def register_blueprints(app: Flask) -> None:
     from desk.web import me
     from desk.web import portal
     from desk.web import privacy
+    from desk.web import privacy_center
     from desk.web import regions
     from desk.web import roles
     from desk.web import tokens
     from desk.web.pages import IdConverter
 
     app.url_map.converters["id"] = IdConverter
-    for module in (auth, portal, me, agent, admin, privacy, regions, roles, mail, fields, files, health, tokens, exports, audit):
+    for module in (auth, portal, me, agent, admin, privacy, regions, roles, mail, fields, files, health, tokens, exports, audit,
+                   privacy_center):
         app.register_blueprint(module.bp)
     from desk.web import api
     api.init_app(app)

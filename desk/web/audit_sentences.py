@@ -32,6 +32,8 @@ MORE_FIELD_LABELS = {
     "value": _l("Value"), "label": _l("Label"), "new_email": _l("New email address"),
     "reason": _l("Reason"), "anonymized_at": _l("Anonymized"), "kind": _l("Kind"),
 }
+# Exports of registers (modules are named by MODULE_LABELS).
+EXPORT_LABELS = {"data_subject_requests": _l("data subject requests")}
 # Values that stand for something not shown.
 MASKS = {audit.SECRET: _l("(not shown)"), audit.SCRUBBED: _l("(scrubbed)"),
          audit.WITHHELD: _l("[withheld]"), crypto.ERASED: _l("[erased]")}
@@ -75,6 +77,7 @@ RECORDS: dict[str, Callable[[dict], str]] = {
     "KeyRotation": lambda r: _("key rotation #%(id)s", id=r["id"]),
     "Export": lambda r: _("export of %(module)s", module=MODULE_LABELS.get(r["id"], r["id"])),
     "region": lambda r: _("region %(name)s", name=r["id"]),
+    "DataSubjectRequest": lambda r: _("data subject request #%(id)s", id=r["id"]),
 }
 
 
@@ -187,9 +190,10 @@ def _exported(view) -> str:
     if kind == "Export":
         rows = _detail(view, "rows", 0)
         module = _detail(view, "module", view.record["id"])
+        label = EXPORT_LABELS.get(module) or MODULE_LABELS.get(module, module)
         return _("%(actor)s exported %(count)s %(module)s", actor=_who(view),
                  count=format_decimal(rows if isinstance(rows, int) else 0),
-                 module=str(MODULE_LABELS.get(module, module)).lower())
+                 module=str(label).lower())
     if kind == "User":
         return _("%(actor)s downloaded all personal data of %(record)s", actor=_who(view),
                  record=record_name(view))

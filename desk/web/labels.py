@@ -10,6 +10,7 @@ MODULE_LABELS = {
     "tickets": _l("Tickets"), "comments": _l("Comments"), "contacts": _l("Contacts"),
     "agents": _l("Agents"), "departments": _l("Departments"), "recycle_bin": _l("Recycle bin"),
     "audit": _l("Audit log"), "exports": _l("Exports"), "settings": _l("Settings"),
+    "privacy": _l("Privacy center"),
 }
 ACTION_LABELS = {
     "view": _l("View"), "create": _l("Create"), "edit": _l("Edit"), "delete": _l("Delete"),

@@ -1,0 +1,62 @@
+"""Privacy center forms: logging and handling data subject requests."""
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField
+from wtforms import DateField
+from wtforms import IntegerField
+from wtforms import SelectField
+from wtforms import StringField
+from wtforms import TextAreaField
+from wtforms.validators import DataRequired
+from wtforms.validators import Email
+from wtforms.validators import Length
+from wtforms.validators import NumberRange
+
+from desk.forms.fields import options
+from desk.models.compliance import DONE
+from desk.models.compliance import REFUSED
+from desk.services.subject_requests import MAX_EXTENSION_DAYS
+from desk.services.subject_requests import TEXT_MAX
+
+KIND_LABELS = {"access": _l("Access (Art. 15)"), "rectification": _l("Rectification (Art. 16)"),
+               "erasure": _l("Erasure (Art. 17)"), "restriction": _l("Restriction (Art. 18)"),
+               "portability": _l("Portability (Art. 20)"), "objection": _l("Objection (Art. 21)")}
+CHANNEL_LABELS = {"my_info": _l("Their own account (My Info)"), "email": _l("Email"),
+                  "phone": _l("Phone"), "letter": _l("Letter"), "in_person": _l("In person"),
+                  "other": _l("Other")}
+OUTCOME_LABELS = {DONE: _l("Done"), REFUSED: _l("Refused")}
+
+
+class LogRequestForm(FlaskForm):
+    email = StringField(_l("The person's email address"), validators=[
+        DataRequired(_l("Enter the person's email address.")), Email(_l("Enter a valid email address.")),
+        Length(max=254)])
+    kind = SelectField(_l("Kind"), choices=options(list(KIND_LABELS.items())),
+                       validators=[DataRequired(_l("Choose the kind of request."))])
+    channel = SelectField(_l("Received by"), choices=options(
+        [(k, v) for k, v in CHANNEL_LABELS.items() if k != "my_info"]),
+        validators=[DataRequired(_l("Choose how the request arrived."))])
+    received_on = DateField(_l("Received on"), validators=[DataRequired(_l("Enter the date it arrived."))])
+    identity_checked = BooleanField(_l("Identity checked"))
+    identity_note = StringField(_l("How the identity was checked"), validators=[Length(max=TEXT_MAX)])
+    notes = TextAreaField(_l("Notes"), validators=[Length(max=TEXT_MAX)])
+
+
+class ExtendForm(FlaskForm):
+    days = IntegerField(_l("Extend by (days)"), validators=[
+        DataRequired(_l("Enter a number of days.")),
+        NumberRange(1, MAX_EXTENSION_DAYS, _l("Extend by 1 to %(max)d days.", max=MAX_EXTENSION_DAYS))])
+    reason = TextAreaField(_l("Reason (the person is told it)"), validators=[
+        DataRequired(_l("Write the reason for the extension (the person is told it).")),
+        Length(max=TEXT_MAX)])
+
+
+class LinkForm(FlaskForm):
+    target = SelectField(_l("Fulfilled by"), validators=[DataRequired(_l("Choose one of this person's actions."))])
+
+
+class CloseForm(FlaskForm):
+    outcome = SelectField(_l("Outcome"), choices=options(list(OUTCOME_LABELS.items())),
+                          validators=[DataRequired(_l("Choose done or refused."))])
+    notes = TextAreaField(_l("What was done, or why it was refused"), validators=[
+        DataRequired(_l("Say what was done, or why the request was refused.")), Length(max=TEXT_MAX)])

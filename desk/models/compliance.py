@@ -1,0 +1,52 @@
+"""The privacy center's registers: data subject requests and breaches."""
+from peewee import BooleanField
+from peewee import CharField
+from peewee import ForeignKeyField
+from peewee import IntegerField
+from peewee import TextField
+
+from desk.models.base import BaseModel
+from desk.models.base import DateTimeField
+from desk.models.base import utcnow
+from desk.models.people import User
+
+REQUEST_KINDS = ("access", "rectification", "erasure", "portability", "restriction", "objection")
+REQUEST_CHANNELS = ("my_info", "email", "phone", "letter", "in_person", "other")
+OPEN = "open"
+DONE = "done"
+REFUSED = "refused"
+REQUEST_STATUSES = (OPEN, DONE, REFUSED)
+
+
+class DataSubjectRequest(BaseModel):
+    """One request a person made about their own data (GDPR Art. 15-21), from
+    their own buttons (``channel`` "my_info") or logged by an administrator.
+
+    Due 30 days after ``received_at``, plus ``extended_days`` (once, at most 60,
+    with a reason: Art. 12(3)). Linked to the action that fulfils it (an
+    erasure request, an email change request, or the audit entry of a data
+    export); a linked action that completes closes the request.
+    """
+
+    personal_fields = ("identity_note", "notes", "extension_reason")
+
+    kind = CharField(max_length=20)
+    user = ForeignKeyField(User, null=True, backref="subject_requests", on_delete="SET NULL")
+    channel = CharField(max_length=20, default="my_info")
+    received_at = DateTimeField(default=utcnow, index=True)
+    identity_checked = BooleanField(default=False)
+    identity_note = TextField(default="")
+    extended_days = IntegerField(default=0)
+    extension_reason = TextField(default="")
+    status = CharField(max_length=20, default=OPEN, index=True)
+    handler_id = IntegerField(null=True)
+    notes = TextField(default="")
+    erasure_request_id = IntegerField(null=True, index=True)
+    email_change_id = IntegerField(null=True, index=True)
+    export_entry_id = IntegerField(null=True)
+    closed_at = DateTimeField(null=True)
+    created_by = IntegerField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    def audit_subject_id(self) -> int | None:
+        return self.user_id

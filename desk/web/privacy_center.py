@@ -1,0 +1,148 @@
+"""The privacy center: the register of data subject requests (and, from
+there, the other registers)."""
+import datetime as dt
+
+from flask import Blueprint
+from flask import Response
+from flask import flash
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import stream_with_context
+from flask import url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from desk import policy
+from desk.errors import DeskError
+from desk.forms.privacy_center import CHANNEL_LABELS
+from desk.forms.privacy_center import KIND_LABELS
+from desk.forms.privacy_center import OUTCOME_LABELS
+from desk.forms.privacy_center import CloseForm
+from desk.forms.privacy_center import ExtendForm
+from desk.forms.privacy_center import LinkForm
+from desk.forms.privacy_center import LogRequestForm
+from desk.forms.fields import options
+from desk.models import utcnow
+from desk.services import subject_requests
+from desk.web.guards import agent_required
+from desk.web.guards import client_ip
+
+bp = Blueprint("privacy_center", __name__, url_prefix="/agent/privacy")
+LABELS = dict(KIND_LABELS=KIND_LABELS, CHANNEL_LABELS=CHANNEL_LABELS, OUTCOME_LABELS=OUTCOME_LABELS)
+
+
+@bp.route("")
+@agent_required
+def index():
+    """The privacy center's front page: what needs attention, and the registers."""
+    views = subject_requests.register(current_user)
+    return render_template("privacy_center/index.html", overdue=[v for v in views if v.overdue],
+                           soon=[v for v in views if v.due_soon],
+                           open_count=sum(v.status == "open" for v in views))
+
+
+def _register_page(form=None, status=200):
+    kind = request.args.get("kind", "")
+    state = request.args.get("status", "")
+    views = subject_requests.register(current_user, kind=kind, status=state)
+    form = form or LogRequestForm(received_on=utcnow().date())
+    return render_template("privacy_center/requests.html", views=views, form=form, kind=kind,
+                           state=state, **LABELS), status
+
+
+@bp.route("/requests")
+@agent_required
+def requests():
+    """Every data subject request; overdue and due-soon ones stand out."""
+    return _register_page()
+
+
+@bp.route("/requests", methods=["POST"])
+@agent_required
+def log_request():
+    """Log a request that arrived by mail, phone or letter."""
+    policy.require(current_user, "privacy:edit")
+    form = LogRequestForm()
+    if not form.validate_on_submit():
+        return _register_page(form, 400)
+    received = dt.datetime.combine(form.received_on.data, dt.time(12, 0))
+    received = min(received, utcnow())
+    try:
+        req = subject_requests.log(current_user, form.email.data, form.kind.data, form.channel.data,
+                                   received, form.identity_checked.data, form.identity_note.data,
+                                   form.notes.data, client_ip())
+    except DeskError as err:
+        form.form_errors.append(str(err))
+        return _register_page(form, err.status)
+    flash(_("Request #%(id)d logged.", id=req.id), "success")
+    return redirect(url_for("privacy_center.request_detail", request_id=req.id))
+
+
+def _detail_page(request_id: int, extend_form=None, link_form=None, close_form=None, status=200):
+    req = subject_requests.get(current_user, request_id)
+    view = subject_requests.view(req, {req.user_id: req.user.name} if req.user_id else {}, utcnow())
+    link_form = link_form or LinkForm()
+    link_form.target.choices = options(subject_requests.candidates(current_user, request_id))
+    return render_template("privacy_center/request.html", v=view, req=req,
+                           extend_form=extend_form or ExtendForm(), link_form=link_form,
+                           close_form=close_form or CloseForm(), **LABELS), status
+
+
+@bp.route("/requests/<id:request_id>")
+@agent_required
+def request_detail(request_id: int):
+    """One request: its deadline, extension, link and closing."""
+    return _detail_page(request_id)
+
+
+def _act(request_id: int, form, name: str, call):
+    policy.require(current_user, "privacy:edit")
+    if not form.validate_on_submit():
+        return _detail_page(request_id, status=400, **{name: form})
+    try:
+        call(form)
+    except DeskError as err:
+        if err.status in (403, 404):
+            raise
+        form.form_errors.append(str(err))
+        return _detail_page(request_id, status=err.status, **{name: form})
+    flash(_("Saved."), "success")
+    return redirect(url_for("privacy_center.request_detail", request_id=request_id))
+
+
+@bp.route("/requests/<id:request_id>/extend", methods=["POST"])
+@agent_required
+def extend(request_id: int):
+    """Extend the deadline once by up to 60 days, with a reason."""
+    return _act(request_id, ExtendForm(), "extend_form", lambda f: subject_requests.extend(
+        current_user, request_id, f.days.data, f.reason.data, client_ip()))
+
+
+@bp.route("/requests/<id:request_id>/link", methods=["POST"])
+@agent_required
+def link(request_id: int):
+    """Tie the request to the action that fulfils it."""
+    form = LinkForm()
+    form.target.choices = options(subject_requests.candidates(current_user, request_id))
+    return _act(request_id, form, "link_form", lambda f: subject_requests.link(
+        current_user, request_id, f.target.data, client_ip()))
+
+
+@bp.route("/requests/<id:request_id>/close", methods=["POST"])
+@agent_required
+def close(request_id: int):
+    """Close a request by hand: done or refused, with a note."""
+    return _act(request_id, CloseForm(), "close_form", lambda f: subject_requests.close(
+        current_user, request_id, f.outcome.data, f.notes.data, client_ip()))
+
+
+@bp.route("/requests.csv")
+@agent_required
+def requests_csv():
+    """The register as CSV."""
+    stream = subject_requests.register_csv(current_user, ip=client_ip())
+    name = f"data-subject-requests-{utcnow():%Y%m%d-%H%M%S}.csv"
+    return Response(stream_with_context(stream), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"',
+                             "Cache-Control": "no-store"})
