@@ -2,7 +2,9 @@
 
 ``create``, ``update`` and ``delete`` perform the write and append the entry in
 one transaction; ``record`` appends an event (login, export, ...). Entries form
-a hash chain anchored in AuditHead; ``verify`` walks it.
+a keyed hash chain (an HMAC under a key outside the database) anchored in
+AuditHead and, outside the database, in signed checkpoints appended to a
+witness file (``checkpoint``); ``verify`` walks the chain against both.
 """
 from __future__ import annotations
 
@@ -10,9 +12,13 @@ import contextlib
 import contextvars
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from pathlib import Path
 from typing import Any, Iterator
 
+from flask import current_app
 from peewee import Model
 
 from desk import crypto
@@ -25,7 +31,10 @@ from desk.models import BaseModel
 from desk.models import utcnow
 from desk.models.base import _audited_write
 
+log = logging.getLogger("desk.audit")
+
 GENESIS = "0" * 64
+WITNESS_FILE = "audit-witness.jsonl"
 VIA = "_via"
 
 # How the acting user reached desk when not through its pages (an API token):
@@ -123,8 +132,8 @@ def _entry(head_seq: int, prev_hash: str, actor: Actor, action: str, record_type
     entry = AuditEntry(seq=head_seq + 1, created_at=created_at, actor_id=actor.user_id,
                        action=action, record_type=record_type, record_id=record_id,
                        subject_id=subject_id, changes=json.dumps(changes, sort_keys=True),
-                       ip=ip, prev_hash=prev_hash)
-    entry.hash = crypto.chain_hash(prev_hash, _payload(entry))
+                       ip=ip, prev_hash=prev_hash, key_id=crypto.audit_key_id())
+    entry.hash = crypto.chain_mac(entry.key_id, prev_hash, _payload(entry))
     return entry
 
 
@@ -320,26 +329,6 @@ def read_changes(entry: AuditEntry, only_subject: int | None = None) -> dict[str
             for k, pair in changes.items()}
 
 
-def verify(batch: int = 1000) -> tuple[bool, str]:
-    """Walk the chain; (True, summary) or (False, the first broken entry)."""
-    prev, expected = GENESIS, 1
-    while True:
-        rows = list(AuditEntry.select().where(AuditEntry.seq >= expected)
-                    .order_by(AuditEntry.seq).limit(batch))
-        for entry in rows:
-            if entry.seq != expected:
-                return False, f"entry #{expected} is missing (next is #{entry.seq})"
-            if entry.prev_hash != prev or crypto.chain_hash(prev, _payload(entry)) != entry.hash:
-                return False, f"entry #{entry.seq} (id {entry.id}) was altered"
-            prev, expected = entry.hash, expected + 1
-        if len(rows) < batch:
-            break
-    head = AuditHead.get_by_id(1)
-    if head.seq != expected - 1 or head.hash != prev:
-        return False, f"entries after #{expected - 1} were removed (the chain head names #{head.seq})"
-    return True, f"{expected - 1} entries, chain intact"
-
-
 def rekey(actor: Actor, model: type[BaseModel], changes: list[tuple[Any, dict, dict]]) -> int:
     """Key rotation's writes: rows re-encrypted under another key (their
     content unchanged). Each (id, expected, values) is written only if the row
@@ -353,3 +342,228 @@ def rekey(actor: Actor, model: type[BaseModel], changes: list[tuple[Any, dict, d
             count += model.update(**values).where(pk == record_id, *unchanged).execute()
         _append(actor, "rekey", model.__name__, None, None, {"rows": count})
     return count
+
+
+# -- the witness: signed checkpoints of the chain head, outside the database -------
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One line of the witness file: the chain head at a moment, signed."""
+
+    seq: int
+    hash: str
+    keyed_from: int
+    at: str  # ISO 8601 UTC
+    key: str
+    line: int = 0
+
+    def signed_text(self) -> str:
+        return json.dumps({"seq": self.seq, "hash": self.hash, "keyed_from": self.keyed_from,
+                           "at": self.at, "key": self.key}, sort_keys=True, separators=(",", ":"))
+
+    def to_line(self) -> str:
+        fields = json.loads(self.signed_text())
+        fields["mac"] = crypto.witness_mac(self.key, self.signed_text())
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+class WitnessError(ValueError):
+    """A witness line that is unreadable or not signed by this instance."""
+
+    def __init__(self, message: str, seq: int | None = None):
+        super().__init__(message)
+        self.seq = seq
+
+
+def witness_path() -> Path:
+    """The witness file: in the data folder, beside the keyring (0600)."""
+    return Path(current_app.config["DATA_DIR"]) / WITNESS_FILE
+
+
+def _parse_checkpoint(text: str, number: int) -> Checkpoint:
+    try:
+        fields = json.loads(text)
+        cp = Checkpoint(int(fields["seq"]), str(fields["hash"]), int(fields["keyed_from"]),
+                        str(fields["at"]), str(fields["key"]), number)
+        mac = str(fields["mac"])
+    except (ValueError, KeyError, TypeError):
+        raise WitnessError(f"line {number} of the witness file is not a checkpoint") from None
+    try:
+        good = crypto.tokens_equal(crypto.witness_mac(cp.key, cp.signed_text()), mac)
+    except crypto.CannotDecrypt:
+        raise WitnessError(f"line {number} of the witness file is signed with key {cp.key}, "
+                           "which is not in the keyring", cp.seq) from None
+    if not good:
+        raise WitnessError(f"line {number} of the witness file (entry #{cp.seq}) is not signed "
+                           "by this instance's key: it was forged or changed", cp.seq)
+    return cp
+
+
+def checkpoints() -> list[Checkpoint]:
+    """Every checkpoint of the witness file, checked (WitnessError if one is not)."""
+    path = witness_path()
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [_parse_checkpoint(text, n) for n, text in enumerate(lines, 1) if text.strip()]
+
+
+def _last_checkpoint() -> Checkpoint | None:
+    """The newest checkpoint (read from the end of the file), if any readable one."""
+    path = witness_path()
+    if not path.is_file():
+        return None
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 4096))
+        tail = fh.read().decode("utf-8", "replace").splitlines()
+    for text in reversed(tail):
+        try:
+            return _parse_checkpoint(text, 0)
+        except WitnessError:
+            continue
+    return None
+
+
+def checkpoint(every_entries: int, every_minutes: int, force: bool = False) -> Checkpoint | None:
+    """Append a signed checkpoint of the chain head (entry, hash, time) to the
+    witness file and the log when ``every_entries`` entries or
+    ``every_minutes`` minutes passed since the last one (``force``: whenever
+    there is something new); returns it, or None when none was due."""
+    head = AuditHead.get_by_id(1)
+    last = _last_checkpoint()
+    if head.seq == 0 or (last is not None and head.seq <= last.seq):
+        return None
+    now = utcnow()
+    due = (force or last is None or head.seq - last.seq >= every_entries
+           or now - dt.datetime.fromisoformat(last.at) >= dt.timedelta(minutes=every_minutes))
+    if not due:
+        return None
+    cp = Checkpoint(head.seq, head.hash, head.keyed_from, now.isoformat(timespec="seconds"),
+                    crypto.audit_key_id())
+    line = cp.to_line()
+    crypto.append_private_line(witness_path(), line)
+    log.info("audit checkpoint %s", line)
+    return cp
+
+
+def last_checkpoint_line() -> str | None:
+    """The newest checkpoint as its signed witness line (for mailing it away)."""
+    cp = _last_checkpoint()
+    return cp.to_line() if cp else None
+
+
+# -- verification --------------------------------------------------------------
+
+WITNESS = "witness"  # a witness line is unreadable, forged or under an unknown key
+CUTOVER = "cutover"  # where the keyed chain starts was moved
+MISSING = "missing"  # an entry in the middle is gone
+REWRITTEN = "rewritten"  # an entry does not match its hash, or its predecessor
+REHASHED = "rehashed"  # an entry carries a hash made without the audit key
+KEY = "key"  # an entry names a key that is not in the keyring
+CHECKPOINT = "checkpoint"  # the chain differs from a signed checkpoint
+TRUNCATED = "truncated"  # entries a checkpoint names are gone
+HEAD = "head"  # the chain head names entries that are gone
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    """What ``verify`` found. ``failed_check`` names the check that failed
+    ("" when ok) and ``from_entry`` the sequence number (#) of the first entry
+    concerned. Unpacks as ``(ok, message)``."""
+
+    ok: bool
+    message: str
+    failed_check: str = ""
+    from_entry: int | None = None
+    entries: int = 0
+    checkpoints: int = 0
+    last_checkpoint: int | None = None
+    checked_at: dt.datetime = dataclass_field(default_factory=utcnow)
+
+    def __iter__(self):
+        return iter((self.ok, self.message))
+
+    def __getitem__(self, index):
+        return (self.ok, self.message)[index]
+
+
+def _link_problem(entry: AuditEntry, prev: str, keyed_from: int) -> tuple[str, str] | None:
+    """(check, message) when ``entry`` does not follow ``prev`` as made, else None."""
+    payload, seq = _payload(entry), entry.seq
+    if not entry.key_id:
+        if seq >= keyed_from:
+            return REHASHED, (f"entry #{seq} carries an unkeyed hash although the chain is keyed "
+                              f"from #{keyed_from}: it was rewritten and re-hashed without the key")
+        made = crypto.chain_hash(prev, payload)
+    else:
+        try:
+            made = crypto.chain_mac(entry.key_id, prev, payload)
+        except crypto.CannotDecrypt:
+            return KEY, (f"entry #{seq} was made with key {entry.key_id}, which is not in the "
+                         "keyring: it cannot be checked")
+    if entry.prev_hash != prev:
+        return REWRITTEN, (f"entry #{seq} does not follow entry #{seq - 1}: "
+                           "an entry before it was changed or removed")
+    if not crypto.tokens_equal(made, entry.hash):
+        if entry.key_id and crypto.tokens_equal(crypto.chain_hash(prev, payload), entry.hash):
+            return REHASHED, (f"entry #{seq} (id {entry.id}) was rewritten and re-hashed "
+                              "without the audit key")
+        return REWRITTEN, f"entry #{seq} (id {entry.id}) was altered: it does not match its hash"
+    return None
+
+
+def verify(batch: int = 1000) -> ChainCheck:
+    """Walk the chain: every link under its key, the chain head, and the
+    signed checkpoints of the witness file (which catch removed newest
+    entries and a chain re-hashed as a whole)."""
+    head = AuditHead.get_by_id(1)
+    try:
+        marks = checkpoints()
+    except WitnessError as err:
+        return ChainCheck(False, str(err), WITNESS, err.seq)
+    last_mark = marks[-1] if marks else None
+    summary = dict(checkpoints=len(marks), last_checkpoint=last_mark.seq if last_mark else None)
+    for cp in marks:
+        if cp.keyed_from != head.keyed_from:
+            first = min(cp.keyed_from, head.keyed_from)
+            return ChainCheck(False, f"the chain head says the keyed chain starts at #{head.keyed_from}, "
+                              f"the checkpoint of {cp.at} says #{cp.keyed_from}: entries were "
+                              "re-hashed without the key", CUTOVER, first, **summary)
+    by_seq: dict[int, list[Checkpoint]] = {}
+    for cp in marks:
+        by_seq.setdefault(cp.seq, []).append(cp)
+    prev, expected, matched = GENESIS, 1, 0
+    while True:
+        rows = list(AuditEntry.select().where(AuditEntry.seq >= expected)
+                    .order_by(AuditEntry.seq).limit(batch))
+        for entry in rows:
+            if entry.seq != expected:
+                return ChainCheck(False, f"entry #{expected} is missing (next is #{entry.seq})",
+                                  MISSING, expected, expected - 1, **summary)
+            problem = _link_problem(entry, prev, head.keyed_from)
+            if problem:
+                return ChainCheck(False, problem[1], problem[0], entry.seq, expected - 1, **summary)
+            for cp in by_seq.get(entry.seq, ()):
+                if cp.hash != entry.hash:
+                    return ChainCheck(
+                        False, f"entries #{matched + 1} to #{entry.seq} differ from the signed "
+                        f"checkpoint of {cp.at} (entry #{cp.seq}): they were rewritten and the "
+                        "chain re-hashed", CHECKPOINT, matched + 1, expected - 1, **summary)
+                matched = entry.seq
+            prev, expected = entry.hash, expected + 1
+        if len(rows) < batch:
+            break
+    count = expected - 1
+    if head.seq != count or head.hash != prev:
+        return ChainCheck(False, f"entries after #{count} were removed (the chain head names "
+                          f"#{head.seq})", HEAD, count + 1, count, **summary)
+    if last_mark and max(cp.seq for cp in marks) > count:
+        newest = max(marks, key=lambda cp: cp.seq)
+        return ChainCheck(False, f"entries after #{count} were removed: the signed checkpoint of "
+                          f"{newest.at} names entry #{newest.seq}", TRUNCATED, count + 1, count,
+                          **summary)
+    if last_mark:
+        note = f"; {len(marks)} checkpoints agree, the last at #{last_mark.seq} ({last_mark.at})"
+    else:
+        note = "; no checkpoint in the witness file yet"
+    return ChainCheck(True, f"{count} entries, chain intact{note}", "", None, count, **summary)

@@ -130,13 +130,18 @@ def run_scheduler(overrides: str) -> None:
 @cli.command("audit-verify")
 @click.pass_context
 def audit_verify(ctx: click.Context) -> None:
-    """Check the audit log's hash chain; exit 1 naming the first broken entry."""
+    """Check the audit log's keyed hash chain against its head and the signed
+    checkpoints of the witness file; exit 1 naming the check that failed and
+    the first entry concerned."""
     app = _app(ctx)
     with app.app_context():
-        ok, message = audit.verify()
-    click.echo(("OK: " if ok else "BROKEN: ") + message)
-    if not ok:
-        sys.exit(1)
+        result = audit.verify()
+    if result.ok:
+        click.echo("OK: " + result.message)
+        return
+    where = f", from entry #{result.from_entry}" if result.from_entry is not None else ""
+    click.echo(f"BROKEN ({result.failed_check} check failed{where}): {result.message}")
+    sys.exit(1)
 
 
 @cli.command("send-mail")

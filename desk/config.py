@@ -63,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
     "STORAGE_REGION": "",
     "STORAGE_ACCESS_KEY_ID": "",  # empty: the usual AWS_* environment / profile
     "STORAGE_SECRET_ACCESS_KEY": "",
+    # A signed checkpoint of the audit chain goes to <DATA_DIR>/audit-witness.jsonl
+    # and the log after this many new entries, or this many minutes with new entries.
+    "AUDIT_CHECKPOINT_ENTRIES": 1000,
+    "AUDIT_CHECKPOINT_MINUTES": 10,
     "BACKUP_DIR": "",  # scheduled backups go here; empty: none
     "BACKUP_EVERY_HOURS": 24,
     "BACKUP_KEEP": 7,  # scheduled backups kept; older ones are removed

@@ -49,11 +49,14 @@ class Keyring:
     the key file it came from (None when it came from the environment)."""
 
     def __init__(self, active: str, keys: dict[str, bytes], path: Path | None = None,
-                 stamp: tuple | None = None):
+                 stamp: tuple | None = None, audit_keys: dict[str, bytes] | None = None):
         if active not in keys:
             raise ValueError("the active key id is not in the keyring")
         self.active = active
         self.keys = keys
+        # The audit chain keys of retired master keys (derived one-way from
+        # them, see _audit_key): old entries stay verifiable without the key.
+        self.audit_keys = audit_keys or {}
         self.path = path
         self.stamp = stamp
         self.checked = time.monotonic()
@@ -62,9 +65,10 @@ class Keyring:
     def from_json(cls, text: str, path: Path | None = None, stamp: tuple | None = None) -> "Keyring":
         data = json.loads(text)
         keys = {kid: base64.b64decode(raw) for kid, raw in data["keys"].items()}
-        if any(len(k) != 32 for k in keys.values()):
+        audit_keys = {kid: base64.b64decode(raw) for kid, raw in data.get("audit_keys", {}).items()}
+        if any(len(k) != 32 for k in [*keys.values(), *audit_keys.values()]):
             raise ValueError("every key must be 32 bytes (AES-256)")
-        return cls(data["active"], keys, path, stamp)
+        return cls(data["active"], keys, path, stamp, audit_keys)
 
     @classmethod
     def from_env(cls, text: str) -> "Keyring":
@@ -80,7 +84,11 @@ class Keyring:
 
     def to_json(self) -> str:
         keys = {kid: base64.b64encode(raw).decode() for kid, raw in self.keys.items()}
-        return json.dumps({"active": self.active, "keys": keys}, indent=2)
+        data = {"active": self.active, "keys": keys}
+        if self.audit_keys:
+            data["audit_keys"] = {kid: base64.b64encode(raw).decode()
+                                  for kid, raw in sorted(self.audit_keys.items())}
+        return json.dumps(data, indent=2)
 
 
 def _new_key_id(taken=()) -> str:
@@ -495,6 +503,8 @@ def retire_master_keys(key_ids: list[str]) -> list[str]:
     gone = [k for k in key_ids if k in current.keys and k != current.active]
     if gone:
         for kid in gone:
+            # The audit chain stays verifiable: keep the key derived for it.
+            current.audit_keys[kid] = _derive_audit_key(current.keys[kid])
             del current.keys[kid]
         replace_private_file(ring.path, current.to_json())
         current_app.extensions["desk.keyring"] = _read_key_file(ring.path)
@@ -507,7 +517,10 @@ def generated_keyring_with_new_key() -> str:
     ring = _keyring()
     kid = _new_key_id(ring.keys)
     keys = dict(ring.keys, **{kid: AESGCM.generate_key(bit_length=256)})
-    return Keyring(kid, keys).to_json()
+    # With the audit keys of every current key, so the keyring set next may
+    # drop old master keys and still verify the audit entries made under them.
+    audit_keys = {**ring.audit_keys, **{k: _derive_audit_key(raw) for k, raw in ring.keys.items()}}
+    return Keyring(kid, keys, audit_keys=audit_keys).to_json()
 
 
 def rewrap_subject_key(row: SubjectKey) -> tuple[str, str]:
@@ -794,8 +807,57 @@ def tokens_equal(a: str, b: str) -> bool:
 
 
 def chain_hash(prev_hash: str, payload: str) -> str:
-    """One link of the audit hash chain."""
+    """One link of the audit chain as desk made it before the chain was keyed
+    (plain SHA-256: anyone can recompute it); only verified, never made."""
     return hashlib.sha256((prev_hash + "\n" + payload).encode()).hexdigest()
+
+
+# -- the keyed audit chain and its witness ---------------------------------------
+# Each entry's hash is an HMAC-SHA-256 under a key derived one-way from a master
+# key (the entry names its id), so rewriting an entry and re-hashing the rest
+# needs a key that is not in the database. A retired master key leaves its
+# derived audit key in the keyring ("audit_keys"), so old entries still verify.
+
+def _derive_audit_key(master: bytes) -> bytes:
+    return hmac.new(master, b"desk audit chain v1", hashlib.sha256).digest()
+
+
+def _audit_key(kid: str) -> bytes:
+    ring = _keyring()
+    if kid in ring.keys:
+        return _derive_audit_key(ring.keys[kid])
+    if kid in ring.audit_keys:
+        return ring.audit_keys[kid]
+    raise CannotDecrypt(f"key {kid!r} is not in the keyring")
+
+
+def audit_key_id() -> str:
+    """The key id new audit entries (and checkpoints) are made with."""
+    return _keyring().active
+
+
+def chain_mac(kid: str, prev_hash: str, payload: str) -> str:
+    """One link of the keyed audit chain (CannotDecrypt: key ``kid`` is unknown)."""
+    return hmac.new(_audit_key(kid), (prev_hash + "\n" + payload).encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def witness_mac(kid: str, text: str) -> str:
+    """The signature of one checkpoint line of the audit witness file."""
+    key = hmac.new(_audit_key(kid), b"desk audit witness v1", hashlib.sha256).digest()
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def append_private_line(path: Path, line: str) -> None:
+    """Append one line to a 0600 file (made if missing) and flush it to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, (line.rstrip("\n") + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
 
 
 # -- files encrypted at rest (bulk exports) --------------------------------------

@@ -17,6 +17,7 @@ from flask import current_app
 
 from desk.services import attachments
 from desk.services import audit_log
+from desk.services import audit_chain
 from desk.services import backup
 from desk.services import custom_fields
 from desk.services import bulk_export
@@ -90,6 +91,14 @@ def remind_subject_requests() -> None:
     subject_requests.remind()
 
 
+def audit_checkpoint() -> None:
+    audit_chain.checkpoint(current_app.config)
+
+
+def mail_audit_checkpoint() -> None:
+    audit_chain.mail_checkpoint(current_app.config)
+
+
 def renew_lease() -> None:
     """Nothing of its own: running it keeps the lease alive between other jobs."""
 
@@ -109,6 +118,8 @@ JOBS = (
     Job("region-move", run_requested_move, 30, first_after=30),
     Job("verify-audit-chain", verify_audit_chain, 86400, first_after=900),
     Job("subject-request-reminders", remind_subject_requests, 3600, first_after=300),
+    Job("audit-checkpoint", audit_checkpoint, 60, first_after=20),
+    Job("mail-audit-checkpoint", mail_audit_checkpoint, 86400, first_after=3600),
 )
 
 
