@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_WORKERS ?= auto
 
-.PHONY: run test test-tools dist translations extract-messages bench bench-region clean system-deps
+.PHONY: run test bandit test-tools dist translations extract-messages bench bench-region clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,15 @@ HOST ?= 127.0.0.1
 run: translations
 	$(BIN)/python app.py run --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev-deps translations test-tools
+test: $(VENV)/.dev-deps translations test-tools bandit
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+
+# Static security checks of desk/ and app.py (skips and their reasons in
+# pyproject.toml): any finding fails `make test`. Quiet unless it finds something.
+bandit: $(VENV)/.dev-deps
+	@$(BIN)/bandit -q -c pyproject.toml -r desk app.py > $(VENV)/bandit.log 2>&1 \
+	  || { cat $(VENV)/bandit.log; echo "bandit found problems (see above)" >&2; exit 1; }
+	@echo "bandit: no findings in desk/ and app.py"
 
 # npm test tools (axe-core for the accessibility journeys), pinned by
 # package-lock.json into ./node_modules. Without npm those checks are skipped

@@ -166,7 +166,7 @@ def _append_many(actor: Actor, action: str, record_type: str, record_ids: list[s
     marks = ", ".join([database.param] * len(fields))
     columns = ", ".join(f'"{f.column_name}"' for f in fields)
     database.cursor().executemany(
-        f'INSERT INTO "{AuditEntry._meta.table_name}" ({columns}) VALUES ({marks})', rows)
+        f'INSERT INTO "{AuditEntry._meta.table_name}" ({columns}) VALUES ({marks})', rows)  # nosec B608
     AuditHead.update(seq=seq, hash=prev).where(AuditHead.id == 1).execute()
 
 
@@ -268,7 +268,7 @@ def scrub_many(actor: Actor, model: type[BaseModel], rows: list[tuple[BaseModel,
         for names, params in by_fields.items():
             sets = ", ".join(f'"{model._meta.fields[n].column_name}" = {database.param}' for n in names)
             database.cursor().executemany(
-                f'UPDATE "{table}" SET {sets} WHERE "{model._meta.primary_key.column_name}" = '
+                f'UPDATE "{table}" SET {sets} WHERE "{model._meta.primary_key.column_name}" = '  # nosec B608
                 f"{database.param}", params)
         textindex.added(table, ids)
         _append_many(actor, "scrub", model.__name__, [str(i) for i in ids],

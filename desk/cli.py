@@ -88,7 +88,7 @@ def run(ctx, host, port, cert, key, workers, no_scheduler) -> None:
         migrate(db.obj)
         token = setup.issue_token()
     if token:
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # nosec B104
         click.echo(f"\n  No administrator yet. Create one (link works once):\n"
                    f"  {scheme}://{shown}:{port}/setup/{token}\n")
     click.echo(f"desk serving on {scheme}://{host}:{port} (region {app.config['REGION']})")

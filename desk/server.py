@@ -48,7 +48,7 @@ class DeskServer(BaseApplication):
         else:
             code = "import json, sys; from desk.jobs import run_scheduler; run_scheduler(json.loads(sys.argv[1]))"
             command = [sys.executable, "-c", code, json.dumps(self.overrides)]
-        self._process = subprocess.Popen(command)
+        self._process = subprocess.Popen(command)  # nosec B603
         arbiter.log.info("scheduler process %s started", self._process.pid)
 
     def _watch_scheduler(self, arbiter):

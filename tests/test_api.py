@@ -115,6 +115,9 @@ def test_the_ticket_list_filters_and_pages_by_cursor_like_the_desk(ctx, people):
     assert {t["id"] for t in agent_api.get("/api/v1/tickets?assignee=me").json["items"]} == {made[1].id}
     body = problem(api.get("/api/v1/tickets?cursor=garbage"), 400, "invalid-request")
     assert body["invalid-params"][0]["name"] == "cursor"
+    # A cursor of another sort is refused by a check that python -O keeps (it was an assert).
+    assert problem(api.get("/api/v1/tickets", query_string={"cursor": oldest["next_cursor"]}),
+                   400, "invalid-request")["invalid-params"][0]["name"] == "cursor"
     body = problem(api.get("/api/v1/tickets?status=lost&limit=1000"), 400, "invalid-request")
     assert {p["name"] for p in body["invalid-params"]} == {"status", "limit"}
 

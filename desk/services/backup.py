@@ -88,7 +88,7 @@ def _run_pg(tool: str, args: list[str], url: str) -> None:
     dsn, env = _libpq(url)
     if shutil.which(tool) is None:
         raise Conflict(_l("%(tool)s is not installed (PostgreSQL client tools).", tool=tool))
-    done = subprocess.run([tool, *args, "--dbname", dsn], env=env, capture_output=True, text=True)
+    done = subprocess.run([tool, *args, "--dbname", dsn], env=env, capture_output=True, text=True)  # nosec B603
     if done.returncode != 0:
         raise Conflict(_l("%(tool)s failed: %(error)s", tool=tool, error=done.stderr.strip()[-500:]))
 

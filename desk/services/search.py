@@ -38,7 +38,7 @@ def _fts_ids(model, terms: list[str], columns: tuple[str, ...]) -> Expression:
     query = " OR ".join(_phrase(t) for t in terms)
     if target != fts:
         query = f"{target} : ({query})"
-    subquery = SQL(f'SELECT rowid FROM "{fts}" WHERE "{fts}" MATCH ?', [query])
+    subquery = SQL(f'SELECT rowid FROM "{fts}" WHERE "{fts}" MATCH ?', [query])  # nosec B608
     return model.id.in_(NodeList((subquery,), parens=True))
 
 

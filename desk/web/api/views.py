@@ -51,9 +51,10 @@ def _ticket_position(cursor: str | None, sort: str):
     data = _decode(cursor)
     try:
         kind, at, last_id = data
-        assert kind == sort and isinstance(last_id, int)
+        if kind != sort or not isinstance(last_id, int):
+            raise ValueError("a cursor of another list or sort")
         return dt.datetime.fromisoformat(at), last_id
-    except (ValueError, TypeError, AssertionError):
+    except (ValueError, TypeError):
         raise ApiProblem("invalid-request", params=[
             {"name": "cursor", "reason": "not a cursor of this list and sort"}]) from None
 
