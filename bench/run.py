@@ -712,10 +712,14 @@ def export_scenario(sq_dir: Path, sq_url: str, meta: dict, out: Path) -> dict:
 def write_results(R: dict, path: Path) -> None:
     from results import render  # bench/results.py
     old = path.read_text() if path.exists() else ""
-    analysis = ""
+    analysis = others = ""
     if ANALYSIS_START in old and ANALYSIS_END in old:
         analysis = old.split(ANALYSIS_START, 1)[1].split(ANALYSIS_END, 1)[0].strip("\n")
-    path.write_text(render(R, analysis, ANALYSIS_START, ANALYSIS_END))
+        # What follows the analysis is written by the other benches (keys, API,
+        # file store, region move, audit log page): kept as it is.
+        others = old.split(ANALYSIS_END, 1)[1].strip("\n")
+    text = render(R, analysis, ANALYSIS_START, ANALYSIS_END)
+    path.write_text(text.rstrip("\n") + "\n\n" + others + "\n" if others else text)
 
 
 if __name__ == "__main__":
