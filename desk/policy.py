@@ -4,7 +4,9 @@ Views, commands and templates (as the Jinja global ``can``) ask here.
 """
 from __future__ import annotations
 
+import functools
 import json
+from types import MappingProxyType
 
 from desk.errors import PermissionDenied
 
@@ -56,10 +58,18 @@ def landing(user) -> str:
 # -- tickets -----------------------------------------------------------------
 
 def department_ids(user) -> set[int]:
-    """Departments the agent belongs to."""
+    """Departments the agent belongs to (read once per request: the user
+    object of a request lives as long as the request)."""
+    from flask import has_request_context
+    from flask import request
+
     from desk.models import AgentDepartment
-    return {link.department_id for link in
-            AgentDepartment.select(AgentDepartment.department).where(AgentDepartment.agent == user.id)}
+    key = ("department_ids", user.id)
+    cache = request.environ.setdefault("desk.policy", {}) if has_request_context() else {}
+    if key not in cache:
+        cache[key] = frozenset(link.department_id for link in AgentDepartment.select(
+            AgentDepartment.department).where(AgentDepartment.agent == user.id))
+    return set(cache[key])
 
 
 def ticket_filter(user, selective: bool = False):
@@ -159,12 +169,20 @@ FIELDS: dict[str, list[str]] = {
 
 
 def module_fields(module: str) -> list[str]:
-    """Built-in and custom fields of a module, as named in field permissions."""
+    """Built-in and custom fields of a module, as named in field permissions
+    (the custom ones read once per request)."""
+    from flask import has_request_context
+    from flask import request
+
     from desk.models import CustomField
-    custom = (CustomField.select(CustomField.key)
-              .where(CustomField.module == module, CustomField.deleted_at.is_null())
-              .order_by(CustomField.position, CustomField.id))
-    return FIELDS.get(module, []) + [f"cf_{f.key}" for f in custom]
+    key = ("module_fields", module)
+    cache = request.environ.setdefault("desk.policy", {}) if has_request_context() else {}
+    if key not in cache:
+        custom = (CustomField.select(CustomField.key)
+                  .where(CustomField.module == module, CustomField.deleted_at.is_null())
+                  .order_by(CustomField.position, CustomField.id))
+        cache[key] = tuple(FIELDS.get(module, []) + [f"cf_{f.key}" for f in custom])
+    return list(cache[key])
 
 
 def all_fields() -> dict[str, list[str]]:
@@ -179,7 +197,7 @@ def field_access(user, module: str, field: str) -> str:
         return HIDDEN
     if user.role.is_admin:
         return EDIT
-    level = json.loads(user.role.field_permissions or "{}").get(f"{module}.{field}", EDIT)
+    level = _field_rules(user.role.field_permissions or "{}").get(f"{module}.{field}", EDIT)
     if level == EDIT and not can(user, f"{module}:edit"):
         return READ
     return level if level in ACCESS_LEVELS else HIDDEN
@@ -207,15 +225,31 @@ def require_editable(user, module: str, fields) -> None:
             raise PermissionDenied(f"{module}.{name}")
 
 
+_EVERYTHING = frozenset(f"{m}:{a}" for m in MODULES for a in ACTIONS)
+
+
+@functools.lru_cache(maxsize=512)
+def _permission_set(stored: str) -> frozenset[str]:
+    """A role's stored permissions (JSON), read once per distinct value: pages ask
+    the policy dozens of times per request."""
+    return frozenset(json.loads(stored))
+
+
+@functools.lru_cache(maxsize=512)
+def _field_rules(stored: str) -> MappingProxyType:
+    """A role's stored field levels (JSON), read once per distinct value (read-only)."""
+    return MappingProxyType(json.loads(stored))
+
+
 def permissions_of_role(role) -> frozenset[str]:
     if role.is_admin:
-        return frozenset(f"{m}:{a}" for m in MODULES for a in ACTIONS)
-    return frozenset(json.loads(role.permissions))
+        return _EVERYTHING
+    return _permission_set(role.permissions)
 
 
 def role_field_levels(role) -> dict[str, str]:
     """The role's setting for every field ("module.field" -> level)."""
-    stored = {} if role.is_admin else json.loads(role.field_permissions or "{}")
+    stored = {} if role.is_admin else _field_rules(role.field_permissions or "{}")
     return {f"{m}.{f}": stored.get(f"{m}.{f}", EDIT) for m, names in all_fields().items()
             for f in names}
 

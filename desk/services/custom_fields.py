@@ -556,12 +556,15 @@ def list_columns(user: User, module: str) -> list[CustomField]:
     return [f for f in live_fields(module) if policy.visible(user, module, f.name)]
 
 
-def column_values(user: User, module: str, record_ids: list[int],
-                  keys: tuple[str, ...]) -> tuple[list[CustomField], dict[int, dict[str, str]]]:
-    """The picked fields (``keys``) the user sees, and for each record of a
-    list page {key: what the list shows}: encrypted values masked (revealing is
-    done on the record's page, one value at a time, audited)."""
-    fields = [f for f in list_columns(user, module) if f.key in keys]
+def column_values(user: User, module: str, record_ids: list[int], keys: tuple[str, ...],
+                  pickable: list[CustomField] | None = None
+                  ) -> tuple[list[CustomField], dict[int, dict[str, str]]]:
+    """The picked fields (``keys``) the user sees (of ``pickable``, their
+    ``list_columns`` when already read), and for each record of a list page
+    {key: what the list shows}: encrypted values masked (revealing is done on
+    the record's page, one value at a time, audited)."""
+    pickable = list_columns(user, module) if pickable is None else pickable
+    fields = [f for f in pickable if f.key in keys]
     shown: dict[int, dict[str, str]] = {rid: {} for rid in record_ids}
     if not fields or not record_ids:
         return fields, shown
