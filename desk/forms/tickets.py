@@ -2,6 +2,7 @@
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField
+from wtforms import HiddenField
 from wtforms import MultipleFileField
 from wtforms import RadioField
 from wtforms import SelectField
@@ -11,6 +12,7 @@ from wtforms.validators import DataRequired
 from wtforms.validators import Length
 from wtforms.validators import Optional
 
+from desk import crypto
 from desk.forms.fields import NoControlCharacters
 from desk.models.tickets import PRIORITIES
 from desk.models.tickets import STATUSES
@@ -26,7 +28,17 @@ def _body(label, message):
                                             NoControlCharacters()])
 
 
-class NewTicketForm(FlaskForm):
+def _form_key() -> str:
+    return crypto.new_token(18)
+
+
+class SentOnceForm(FlaskForm):
+    """A form whose record is made once however often it is sent: a fresh
+    one-time key per rendered form (desk.services.submitted_forms)."""
+    form_key = HiddenField(default=_form_key)
+
+
+class NewTicketForm(SentOnceForm):
     subject = StringField(_l("Subject"), validators=[
         DataRequired(_l("Enter a subject.")), Length(max=SUBJECT_MAX), NoControlCharacters()])
     description = _body(_l("Description"), _l("Describe what you need."))
@@ -34,7 +46,7 @@ class NewTicketForm(FlaskForm):
     attachments = MultipleFileField(_l("Attachments"))
 
 
-class ReplyForm(FlaskForm):
+class ReplyForm(SentOnceForm):
     body = _body(_l("Your reply"), _l("Write a reply."))
     attachments = MultipleFileField(_l("Attachments"))
 

@@ -27,6 +27,7 @@ from desk.models.system import Setting
 from desk.models.system import SubjectKey
 from desk.models.tickets import Attachment
 from desk.models.tickets import Comment
+from desk.models.tickets import SubmittedForm
 from desk.models.tickets import Ticket
 from desk.models.tokens import ApiToken
 from desk.models.tokens import ApiTokenUse
@@ -61,6 +62,7 @@ ALL_MODELS = [
     RegionState,
     RegionJournal,
     DataSubjectRequest,
+    SubmittedForm,
 ]
 
 __all__ = [m.__name__ for m in ALL_MODELS] + ["ALL_MODELS", "BaseModel", "utcnow"]

@@ -99,3 +99,20 @@ class Attachment(BaseModel):
 for _model in (Ticket, Comment):
     _model.add_index(_model.index(_model.deleted_at, name=f"{_model._meta.table_name}_deleted_at")
                      .where(_model.deleted_at.is_null(False)))
+
+
+class SubmittedForm(BaseModel):
+    """A new-ticket or reply form that was sent, named by the one-time key the
+    form carried, with the record it made: a second send of the same form (a
+    double click, a reload) finds that record instead of making another.
+    Operational: the ticket or reply itself is audited. Kept a day."""
+
+    write_guard = False
+
+    user = ForeignKeyField(User, backref="+", on_delete="CASCADE")
+    form_key = CharField(max_length=64)
+    record_id = IntegerField(null=True)
+    created_at = DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        indexes = ((("user", "form_key"), True),)

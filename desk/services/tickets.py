@@ -27,6 +27,7 @@ from desk.models.tickets import STATUSES
 from desk.services import attachments as files
 from desk.services import custom_fields
 from desk.services import notifications
+from desk.services import submitted_forms
 from desk.services.listing import COUNT_CAP
 from desk.services.listing import Page
 from desk.services.listing import TicketFilters
@@ -96,9 +97,11 @@ def _discard_on_failure(uploads_rows: list[Attachment]) -> None:
 # -- end users ---------------------------------------------------------------
 
 def submit(user: User, subject: str, description: str, department_id=None,
-           uploads: list[files.Upload] = (), ip: str = "", custom: dict | None = None) -> Ticket:
+           uploads: list[files.Upload] = (), ip: str = "", custom: dict | None = None,
+           form_key: str | None = None) -> Ticket:
     """An end user opens a ticket (with the custom fields shown to end users,
-    posted as ``cf_<key>``); they get an acknowledgement by mail."""
+    posted as ``cf_<key>``); they get an acknowledgement by mail. The same
+    form sent again (``form_key``) gives the ticket it made the first time."""
     if not user.is_end_user:
         raise PermissionDenied("end users only")
     subject = clean_text(subject, SUBJECT_MAX)
@@ -109,11 +112,15 @@ def submit(user: User, subject: str, description: str, department_id=None,
     stored: list[Attachment] = []
     try:
         with audit.transaction():
+            fresh, earlier = submitted_forms.claim(user, form_key)
+            if not fresh and Ticket.get_or_none(Ticket.id == earlier) is not None:
+                return Ticket.get_by_id(earlier)
             ticket = audit.create(actor, Ticket, subject=subject, description=description,
                                   requester=user, department=department)
             custom_fields.set_values(user, "tickets", ticket, custom or {}, ip, creating=True)
             stored = _save_files(actor, ticket, None, user, list(uploads))
             notifications.ticket_received(ticket)
+            submitted_forms.made(user, form_key, ticket.id)
     except Exception:
         _discard_on_failure(stored)
         raise
@@ -180,8 +187,9 @@ def ticket_files(ticket: Ticket) -> list[Attachment]:
 
 
 def reply(user: User, ticket_id: int, body: str, public: bool = True,
-          uploads: list[files.Upload] = (), ip: str = "") -> Comment:
-    """Add a public reply or (agents) a private note; the other side is told by mail."""
+          uploads: list[files.Upload] = (), ip: str = "", form_key: str | None = None) -> Comment:
+    """Add a public reply or (agents) a private note; the other side is told by
+    mail. The same form sent again (``form_key``) gives the first reply."""
     ticket = get_ticket(user, ticket_id)
     if not policy.can_reply(user, ticket, public):
         raise PermissionDenied("reply")
@@ -190,8 +198,12 @@ def reply(user: User, ticket_id: int, body: str, public: bool = True,
     stored: list[Attachment] = []
     try:
         with audit.transaction():
+            fresh, earlier = submitted_forms.claim(user, form_key)
+            if not fresh and Comment.get_or_none(Comment.id == earlier) is not None:
+                return Comment.get_by_id(earlier)
             comment = audit.create(actor, Comment, ticket=ticket, author=user, body=body,
                                    is_public=public)
+            submitted_forms.made(user, form_key, comment.id)
             stored = _save_files(actor, ticket, comment, user, list(uploads))
             changes = {"updated_at": utcnow()}
             if user.is_end_user and ticket.status == "closed":

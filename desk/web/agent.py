@@ -121,7 +121,8 @@ def reply(ticket_id: int):
         return _ticket_page(ticket_id, reply_form=form, status=400)
     public = form.visibility.data != "private"
     try:
-        ticket_service.reply(current_user, ticket_id, form.body.data, public, uploads(), client_ip())
+        ticket_service.reply(current_user, ticket_id, form.body.data, public, uploads(), client_ip(),
+                             form_key=form.form_key.data)
     except DeskError as err:
         if err.status in (403, 404):
             raise

@@ -61,7 +61,8 @@ def new_ticket():
         return invalid_form(form, "portal/new_ticket.html", **context)
     try:
         ticket = tickets.submit(current_user, form.subject.data, form.description.data,
-                                form.department.data or None, uploads(), client_ip(), posted)
+                                form.department.data or None, uploads(), client_ip(), posted,
+                                form_key=form.form_key.data)
     except DeskError as err:
         context["errors"] = field_errors(err)
         if context["errors"]:
@@ -101,7 +102,8 @@ def ticket(ticket_id: int):
     if not form.validate_on_submit():
         return _ticket_page(ticket_id, form, 400 if form.is_submitted() else 200)
     try:
-        tickets.reply(current_user, ticket_id, form.body.data, True, uploads(), client_ip())
+        tickets.reply(current_user, ticket_id, form.body.data, True, uploads(), client_ip(),
+                      form_key=form.form_key.data)
     except DeskError as err:
         if err.status == 404:
             raise
