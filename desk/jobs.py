@@ -19,6 +19,7 @@ from desk.services import attachments
 from desk.services import audit_log
 from desk.services import audit_chain
 from desk.services import backup
+from desk.services import breaches
 from desk.services import custom_fields
 from desk.services import bulk_export
 from desk.services import leases
@@ -99,6 +100,10 @@ def mail_audit_checkpoint() -> None:
     audit_chain.mail_checkpoint(current_app.config)
 
 
+def remind_breaches() -> None:
+    breaches.remind()
+
+
 def renew_lease() -> None:
     """Nothing of its own: running it keeps the lease alive between other jobs."""
 
@@ -120,6 +125,7 @@ JOBS = (
     Job("subject-request-reminders", remind_subject_requests, 3600, first_after=300),
     Job("audit-checkpoint", audit_checkpoint, 60, first_after=20),
     Job("mail-audit-checkpoint", mail_audit_checkpoint, 86400, first_after=3600),
+    Job("breach-reminders", remind_breaches, 300, first_after=60),
 )
 
 

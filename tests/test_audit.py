@@ -21,6 +21,7 @@ from desk.models import AuditEntry
 from desk.models import AuditHead
 from desk.models import Comment
 from desk.models import ContactFieldValue
+from desk.models import Breach
 from desk.models import CustomField
 from desk.models import DataSubjectRequest
 from desk.models import Department
@@ -96,6 +97,8 @@ def _specs():
         ApiToken: lambda: (dict(user=factories.end_user(), name="CI", prefix="desk_0badc0de",
                                 token_hash="f" * 64, key_id="k1", expires_at="2030-01-01 00:00:00"),
                            dict(revoked_at=utcnow(), revoke_reason="revoked")),
+        Breach: lambda: (dict(discovered_at="2026-05-04T10:00:00", description="Laptop with an export stolen"),
+                         dict(authority_notified_at=utcnow(), measures="Remote wipe")),
         DataSubjectRequest: lambda: (dict(user=factories.end_user(), kind="access", channel="email",
                                           identity_note="passport seen"),
                                      dict(extended_days=30, extension_reason="many systems")),

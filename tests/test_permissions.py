@@ -34,8 +34,10 @@ from desk.models import DataSubjectRequest
 from desk.models import Role
 from desk.models import Ticket
 from desk.models import User
+from desk.models import utcnow
 from desk.models.privacy import EmailChangeRequest
 from desk.services import attachments as files
+from desk.services import breaches
 from desk.services import bulk_export
 from desk.services import custom_fields
 from desk.services import email_change
@@ -221,6 +223,10 @@ RULES = {
     "privacy_center.link": "privacy:edit",
     "privacy_center.close": "privacy:edit",
     "privacy_center.requests_csv": "privacy:export",
+    "privacy_center.breach_list": "privacy:view",
+    "privacy_center.record_breach": "privacy:edit",
+    "privacy_center.breach": "privacy:view",
+    "privacy_center.update_breach": "privacy:edit",
     "regions.region_page": "settings:manage",
 
     "admin.department_list": "departments:manage",
@@ -416,6 +422,7 @@ def matrix(ctx):
 
     change = email_change.request_change(other, "otto.new@example.com")
     subject_request = DataSubjectRequest.get(DataSubjectRequest.email_change_id == change.id)
+    breach = breaches.record(admin, {"discovered_at": utcnow(), "description": "Matrix breach"})
     cards = {}
     for module, record in (("tickets", ticket), ("contacts", owner)):
         cards[module] = custom_fields.create(admin, module, {
@@ -434,7 +441,7 @@ def matrix(ctx):
                  "agent_id": member.id, "request_id": change.id, "role_id": nothing.id,
                  "token": "not-a-valid-token", "key": "card",
                  "token_id": someones_token.id, "export_id": made.id,
-                 "session_id": session_row.id},
+                 "session_id": session_row.id, "breach_id": breach.id},
         "overrides": {
             "agent.delete_ticket": {"ticket_id": doomed.id},
             "privacy.delete_person": {"user_id": to_delete.id},

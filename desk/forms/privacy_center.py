@@ -3,6 +3,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField
 from wtforms import DateField
+from wtforms import DateTimeLocalField
 from wtforms import IntegerField
 from wtforms import SelectField
 from wtforms import StringField
@@ -11,6 +12,7 @@ from wtforms.validators import DataRequired
 from wtforms.validators import Email
 from wtforms.validators import Length
 from wtforms.validators import NumberRange
+from wtforms.validators import Optional
 
 from desk.forms.fields import options
 from desk.models.compliance import DONE
@@ -60,3 +62,21 @@ class CloseForm(FlaskForm):
                           validators=[DataRequired(_l("Choose done or refused."))])
     notes = TextAreaField(_l("What was done, or why it was refused"), validators=[
         DataRequired(_l("Say what was done, or why the request was refused.")), Length(max=TEXT_MAX)])
+
+
+class BreachForm(FlaskForm):
+    discovered_at = DateTimeLocalField(_l("Discovered at (UTC)"), format="%Y-%m-%dT%H:%M", validators=[
+        DataRequired(_l("Enter when the breach was discovered."))])
+    description = TextAreaField(_l("What happened"), validators=[
+        DataRequired(_l("Describe what happened.")), Length(max=10_000)])
+    categories = TextAreaField(_l("Categories of people and of data affected"), validators=[Length(max=10_000)])
+    people_affected = IntegerField(_l("People affected (approximately)"), validators=[
+        Optional(), NumberRange(0, 10**9, _l("Enter an approximate number (0 or more)."))])
+    records_affected = IntegerField(_l("Records affected (approximately)"), validators=[
+        Optional(), NumberRange(0, 10**9, _l("Enter an approximate number (0 or more)."))])
+    consequences = TextAreaField(_l("Likely consequences"), validators=[Length(max=10_000)])
+    measures = TextAreaField(_l("Measures taken or proposed"), validators=[Length(max=10_000)])
+    authority_notified_at = DateTimeLocalField(_l("Supervisory authority told at (UTC)"),
+                                               format="%Y-%m-%dT%H:%M", validators=[Optional()])
+    people_notified_at = DateTimeLocalField(_l("People told at (UTC)"), format="%Y-%m-%dT%H:%M",
+                                            validators=[Optional()])

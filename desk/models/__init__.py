@@ -3,6 +3,7 @@ from desk.models.audit import AuditEntry
 from desk.models.audit import AuditHead
 from desk.models.base import BaseModel
 from desk.models.base import utcnow
+from desk.models.compliance import Breach
 from desk.models.compliance import DataSubjectRequest
 from desk.models.fields import ContactFieldValue
 from desk.models.fields import CustomField
@@ -63,6 +64,7 @@ ALL_MODELS = [
     RegionJournal,
     DataSubjectRequest,
     SubmittedForm,
+    Breach,
 ]
 
 __all__ = [m.__name__ for m in ALL_MODELS] + ["ALL_MODELS", "BaseModel", "utcnow"]

@@ -50,3 +50,28 @@ class DataSubjectRequest(BaseModel):
 
     def audit_subject_id(self) -> int | None:
         return self.user_id
+
+
+class Breach(BaseModel):
+    """A personal data breach (GDPR Art. 33/34): what happened, whom and what
+    it touched, what was done, and whether and when the supervisory authority
+    and the people were told. The authority is due within 72 hours of
+    ``discovered_at``; ``reminded_48_at`` and ``reminded_72_at`` record the
+    reminder mails sent while it was not."""
+
+    text_fields = ("description", "categories", "consequences", "measures")
+
+    discovered_at = DateTimeField(index=True)
+    description = TextField()
+    categories = TextField(default="")
+    people_affected = IntegerField(null=True)
+    records_affected = IntegerField(null=True)
+    consequences = TextField(default="")
+    measures = TextField(default="")
+    authority_notified_at = DateTimeField(null=True)
+    people_notified_at = DateTimeField(null=True)
+    reminded_48_at = DateTimeField(null=True)
+    reminded_72_at = DateTimeField(null=True)
+    created_by = IntegerField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)

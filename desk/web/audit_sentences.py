@@ -78,6 +78,7 @@ RECORDS: dict[str, Callable[[dict], str]] = {
     "Export": lambda r: _("export of %(module)s", module=MODULE_LABELS.get(r["id"], r["id"])),
     "region": lambda r: _("region %(name)s", name=r["id"]),
     "DataSubjectRequest": lambda r: _("data subject request #%(id)s", id=r["id"]),
+    "Breach": lambda r: _("breach #%(id)s", id=r["id"]),
 }
 
 
@@ -233,7 +234,9 @@ SENTENCES: dict[str, Callable[[Any], str]] = {
     "anonymize": _simple(_l("%(actor)s anonymized %(record)s")),
     "erase": _simple(_l("%(actor)s finished erasing the personal data of %(record)s")),
     "revoke": _simple(_l("%(actor)s revoked %(record)s")),
-    "remind": _simple(_l("%(actor)s sent a reminder that %(record)s expires soon")),
+    "remind": lambda v: (_simple(_l("%(actor)s reminded the administrators that %(record)s is not yet reported "
+                                     "to the authority"))(v) if v.record["type"] == "Breach" else
+                         _simple(_l("%(actor)s sent a reminder that %(record)s expires soon"))(v)),
     "encrypt": _simple(_l("%(actor)s encrypted %(record)s")),
     "rekey": lambda v: _("%(actor)s re-encrypted %(count)s rows of %(kind)s under the new key",
                          actor=_who(v), count=format_decimal(_detail(v, "rows", 0) or 0),

@@ -16,6 +16,7 @@ from flask_login import current_user
 from desk import policy
 from desk.errors import DeskError
 from desk.forms.privacy_center import CHANNEL_LABELS
+from desk.forms.privacy_center import BreachForm
 from desk.forms.privacy_center import KIND_LABELS
 from desk.forms.privacy_center import OUTCOME_LABELS
 from desk.forms.privacy_center import CloseForm
@@ -24,6 +25,7 @@ from desk.forms.privacy_center import LinkForm
 from desk.forms.privacy_center import LogRequestForm
 from desk.forms.fields import options
 from desk.models import utcnow
+from desk.services import breaches
 from desk.services import subject_requests
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip
@@ -39,7 +41,8 @@ def index():
     views = subject_requests.register(current_user)
     return render_template("privacy_center/index.html", overdue=[v for v in views if v.overdue],
                            soon=[v for v in views if v.due_soon],
-                           open_count=sum(v.status == "open" for v in views))
+                           open_count=sum(v.status == "open" for v in views),
+                           unreported=[b for b in breaches.register(current_user) if not b.reported])
 
 
 def _register_page(form=None, status=200):
@@ -146,3 +149,69 @@ def requests_csv():
     return Response(stream_with_context(stream), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"',
                              "Cache-Control": "no-store"})
+
+
+# -- breaches ------------------------------------------------------------------------
+
+def _breach_values(form) -> dict:
+    return {name: form[name].data for name in breaches.FIELDS}
+
+
+def _breaches_page(form=None, status=200):
+    return render_template("privacy_center/breaches.html", views=breaches.register(current_user),
+                           form=form or BreachForm(discovered_at=utcnow().replace(second=0, microsecond=0))), status
+
+
+@bp.route("/breaches")
+@agent_required
+def breach_list():
+    """The breach register with each breach's 72-hour clock."""
+    return _breaches_page()
+
+
+@bp.route("/breaches", methods=["POST"])
+@agent_required
+def record_breach():
+    """Enter a breach in the register."""
+    policy.require(current_user, "privacy:edit")
+    form = BreachForm()
+    if not form.validate_on_submit():
+        return _breaches_page(form, 400)
+    try:
+        row = breaches.record(current_user, _breach_values(form), client_ip())
+    except DeskError as err:
+        form.form_errors.append(str(err))
+        return _breaches_page(form, err.status)
+    flash(_("Breach #%(id)d recorded. The 72-hour clock runs from its discovery.", id=row.id), "success")
+    return redirect(url_for("privacy_center.breach", breach_id=row.id))
+
+
+def _breach_page(breach_id: int, form=None, status=200):
+    row = breaches.get(current_user, breach_id)
+    return render_template("privacy_center/breach.html", v=breaches.view(row, utcnow()),
+                           form=form or BreachForm(obj=row)), status
+
+
+@bp.route("/breaches/<id:breach_id>")
+@agent_required
+def breach(breach_id: int):
+    """One breach: its clock, and the form that keeps its entry up to date."""
+    return _breach_page(breach_id)
+
+
+@bp.route("/breaches/<id:breach_id>", methods=["POST"])
+@agent_required
+def update_breach(breach_id: int):
+    """Update a breach's entry (measures, notifications...)."""
+    policy.require(current_user, "privacy:edit")
+    breaches.get(current_user, breach_id)
+    form = BreachForm()
+    if not form.validate_on_submit():
+        return _breach_page(breach_id, form, 400)
+    try:
+        breaches.update(current_user, breach_id, _breach_values(form), client_ip())
+    except DeskError as err:
+        form.form_errors.append(str(err))
+        return _breach_page(breach_id, form, err.status)
+    flash(_("Saved."), "success")
+    return redirect(url_for("privacy_center.breach", breach_id=breach_id))
