@@ -227,6 +227,9 @@ RULES = {
     "privacy_center.record_breach": "privacy:edit",
     "privacy_center.breach": "privacy:view",
     "privacy_center.update_breach": "privacy:edit",
+    "privacy_center.processing": "privacy:view",
+    "privacy_center.save_processing": "privacy:edit",
+    "privacy_center.processing_csv": "privacy:export",
     "regions.region_page": "settings:manage",
 
     "admin.department_list": "departments:manage",

@@ -80,3 +80,14 @@ class BreachForm(FlaskForm):
                                                format="%Y-%m-%dT%H:%M", validators=[Optional()])
     people_notified_at = DateTimeLocalField(_l("People told at (UTC)"), format="%Y-%m-%dT%H:%M",
                                             validators=[Optional()])
+
+
+class ProcessingDetailsForm(FlaskForm):
+    controller_name = StringField(_l("Controller (the organization running this help center)"),
+                                  validators=[Length(max=5000)])
+    controller_contact = StringField(_l("Controller's contact (address, email)"), validators=[Length(max=5000)])
+    dpo_name = StringField(_l("Data protection officer, if any"), validators=[Length(max=5000)])
+    dpo_contact = StringField(_l("Data protection officer's contact"), validators=[Length(max=5000)])
+    purposes = TextAreaField(_l("Purposes, one a line (empty: desk's own list)"), validators=[Length(max=5000)])
+    processors = TextAreaField(_l("Other processors, one a line (hosting provider, ...)"),
+                               validators=[Length(max=5000)])

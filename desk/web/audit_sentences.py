@@ -33,7 +33,8 @@ MORE_FIELD_LABELS = {
     "reason": _l("Reason"), "anonymized_at": _l("Anonymized"), "kind": _l("Kind"),
 }
 # Exports of registers (modules are named by MODULE_LABELS).
-EXPORT_LABELS = {"data_subject_requests": _l("data subject requests")}
+EXPORT_LABELS = {"data_subject_requests": _l("data subject requests"),
+                 "processing_record": _l("lines of the record of processing")}
 # Values that stand for something not shown.
 MASKS = {audit.SECRET: _l("(not shown)"), audit.SCRUBBED: _l("(scrubbed)"),
          audit.WITHHELD: _l("[withheld]"), crypto.ERASED: _l("[erased]")}

@@ -19,6 +19,7 @@ from desk.forms.privacy import EraseForm
 from desk.forms.privacy import RetentionForm
 from desk.services import erasure
 from desk.services import people_admin
+from desk.services import processing_record
 from desk.services import purge
 from desk.services import recycle_bin
 from desk.services import retention
@@ -34,7 +35,8 @@ PEOPLE = {"contacts": "end_user", "agents": "agent"}
 def privacy_page():
     """What the help center holds, where, for how long, and who controls it."""
     return render_template("privacy.html", region=current_app.config["REGION"],
-                           retention_days=retention.days())
+                           retention_days=retention.days(),
+                           rec=processing_record.public_record(current_app.config))
 
 
 @bp.route("/agent/<any(contacts, agents):module>")

@@ -4,6 +4,7 @@ import datetime as dt
 
 from flask import Blueprint
 from flask import Response
+from flask import current_app
 from flask import flash
 from flask import redirect
 from flask import render_template
@@ -19,6 +20,7 @@ from desk.forms.privacy_center import CHANNEL_LABELS
 from desk.forms.privacy_center import BreachForm
 from desk.forms.privacy_center import KIND_LABELS
 from desk.forms.privacy_center import OUTCOME_LABELS
+from desk.forms.privacy_center import ProcessingDetailsForm
 from desk.forms.privacy_center import CloseForm
 from desk.forms.privacy_center import ExtendForm
 from desk.forms.privacy_center import LinkForm
@@ -26,6 +28,7 @@ from desk.forms.privacy_center import LogRequestForm
 from desk.forms.fields import options
 from desk.models import utcnow
 from desk.services import breaches
+from desk.services import processing_record
 from desk.services import subject_requests
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip
@@ -215,3 +218,47 @@ def update_breach(breach_id: int):
         return _breach_page(breach_id, form, err.status)
     flash(_("Saved."), "success")
     return redirect(url_for("privacy_center.breach", breach_id=breach_id))
+
+
+# -- record of processing activities ------------------------------------------------------
+
+def _processing_page(form=None, status=200):
+    rec = processing_record.record(current_user, current_app.config)
+    return render_template("privacy_center/processing.html", rec=rec,
+                           form=form or ProcessingDetailsForm(data=rec["details"])), status
+
+
+@bp.route("/processing")
+@agent_required
+def processing():
+    """The record of processing activities (Art. 30), generated from what desk holds."""
+    return _processing_page()
+
+
+@bp.route("/processing", methods=["POST"])
+@agent_required
+def save_processing():
+    """Save the controller's details, purposes and processors."""
+    policy.require(current_user, "privacy:edit")
+    form = ProcessingDetailsForm()
+    if not form.validate_on_submit():
+        return _processing_page(form, 400)
+    try:
+        processing_record.save_details(current_user, {k: form[k].data for k in processing_record.EDITABLE},
+                                       client_ip())
+    except DeskError as err:
+        form.form_errors.append(str(err))
+        return _processing_page(form, err.status)
+    flash(_("Saved."), "success")
+    return redirect(url_for("privacy_center.processing"))
+
+
+@bp.route("/processing.csv")
+@agent_required
+def processing_csv():
+    """The record of processing activities as CSV."""
+    stream = processing_record.record_csv(current_user, current_app.config, client_ip())
+    name = f"record-of-processing-{utcnow():%Y%m%d}.csv"
+    return Response(stream_with_context(stream), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"',
+                             "Cache-Control": "no-store"})
