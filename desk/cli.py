@@ -157,7 +157,7 @@ def send_mail(ctx: click.Context) -> None:
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="only count what would be purged")
-@click.option("--batch", default=200, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--pause", default=0.0, type=float, help="seconds to rest between batches")
 @click.pass_context
 def purge(ctx: click.Context, dry_run: bool, batch: int, pause: float) -> None:

@@ -24,7 +24,7 @@ from desk.services import leases
 from desk.services import retention
 
 LOCK = "purge"
-BATCH = 200
+BATCH = 1000
 
 
 @dataclass
@@ -112,8 +112,9 @@ def purge_expired(config: dict, dry_run: bool = False, batch: int = BATCH,
         limit = cutoff()
         for name, model in (("tickets", Ticket), ("comments", Comment)):
             while True:
+                # Oldest deletion first, read from the index of recycled rows.
                 ids = [r.id for r in model.select(model.id).where(model.deleted_at < limit)
-                       .order_by(model.id).limit(batch)]
+                       .order_by(model.deleted_at, model.id).limit(batch)]
                 if not ids:
                     break
                 count, removed = purge_records(audit.SYSTEM, model, ids, config)
