@@ -23,6 +23,8 @@ from desk.models import Comment
 from desk.models import ContactFieldValue
 from desk.models import Breach
 from desk.models import CustomField
+from desk.models import NoticeConsent
+from desk.models import PrivacyNotice
 from desk.models import DataSubjectRequest
 from desk.models import Department
 from desk.models import EmailChangeRequest
@@ -97,6 +99,8 @@ def _specs():
         ApiToken: lambda: (dict(user=factories.end_user(), name="CI", prefix="desk_0badc0de",
                                 token_hash="f" * 64, key_id="k1", expires_at="2030-01-01 00:00:00"),
                            dict(revoked_at=utcnow(), revoke_reason="revoked")),
+        PrivacyNotice: lambda: (dict(version=7, text="We keep what you send us."), dict(text="Fixed a typo.")),
+        NoticeConsent: lambda: (dict(user=factories.end_user(), version=1, kind="acknowledged"), dict(version=2)),
         Breach: lambda: (dict(discovered_at="2026-05-04T10:00:00", description="Laptop with an export stolen"),
                          dict(authority_notified_at=utcnow(), measures="Remote wipe")),
         DataSubjectRequest: lambda: (dict(user=factories.end_user(), kind="access", channel="email",

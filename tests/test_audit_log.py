@@ -119,7 +119,7 @@ def test_the_scan_finds_the_actions_it_should():
 RECORDS = ["Ticket", "Comment", "User", "Attachment", "Department", "Role", "Setting",
            "TicketFieldValue", "ContactFieldValue", "ApiToken", "BulkExport", "KeyRotation",
            "Export", "region", "ErasureRequest", "EmailChangeRequest", "DataSubjectRequest",
-           "Breach"]
+           "Breach", "PrivacyNotice", "NoticeConsent"]
 
 
 def _view(action: str, record_type: str = "Ticket", record_id: str = "12", changes=None,

@@ -91,3 +91,8 @@ class ProcessingDetailsForm(FlaskForm):
     purposes = TextAreaField(_l("Purposes, one a line (empty: desk's own list)"), validators=[Length(max=5000)])
     processors = TextAreaField(_l("Other processors, one a line (hosting provider, ...)"),
                                validators=[Length(max=5000)])
+
+
+class NoticeForm(FlaskForm):
+    text = TextAreaField(_l("Privacy notice"), validators=[
+        DataRequired(_l("Write the notice.")), Length(max=50_000)])

@@ -5,6 +5,8 @@ from desk.models.base import BaseModel
 from desk.models.base import utcnow
 from desk.models.compliance import Breach
 from desk.models.compliance import DataSubjectRequest
+from desk.models.compliance import NoticeConsent
+from desk.models.compliance import PrivacyNotice
 from desk.models.fields import ContactFieldValue
 from desk.models.fields import CustomField
 from desk.models.fields import KeyRotation
@@ -65,6 +67,8 @@ ALL_MODELS = [
     DataSubjectRequest,
     SubmittedForm,
     Breach,
+    PrivacyNotice,
+    NoticeConsent,
 ]
 
 __all__ = [m.__name__ for m in ALL_MODELS] + ["ALL_MODELS", "BaseModel", "utcnow"]

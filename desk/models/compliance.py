@@ -75,3 +75,29 @@ class Breach(BaseModel):
     created_by = IntegerField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
+
+
+class PrivacyNotice(BaseModel):
+    """One version of the privacy notice people are shown. Editing the notice
+    adds a version; the newest is in force."""
+
+    version = IntegerField(unique=True)
+    text = TextField()
+    created_by = IntegerField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+
+class NoticeConsent(BaseModel):
+    """That a person accepted (at sign-up) or acknowledged (after a change) a
+    version of the privacy notice, and when."""
+
+    user = ForeignKeyField(User, backref="notice_consents", on_delete="CASCADE")
+    version = IntegerField()
+    kind = CharField(max_length=20)  # "signup" or "acknowledged"
+    accepted_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("user", "version"), False),)
+
+    def audit_subject_id(self) -> int | None:
+        return self.user_id

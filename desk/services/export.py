@@ -25,6 +25,7 @@ from desk.models import User
 from desk.services import attachments as files
 from desk.services import csv_export
 from desk.services import custom_fields
+from desk.services import notices
 from desk.services import subject_requests
 
 PROFILE_FIELDS = ("id", "kind", "name", "email", "phone", "mobile", "title", "timezone",
@@ -164,6 +165,8 @@ def _generate(user: User) -> Iterator[bytes]:
         comment_rows = lambda: (_comment_row(c, names) for c in _comments(user))  # noqa: E731
         yield from add_text("comments.json", _json_list(COMMENT_FIELDS, comment_rows()))
         yield from add_text("comments.csv", csv_lines(COMMENT_FIELDS, comment_rows()))
+        yield from add_text("privacy_notices.json",
+                            [json.dumps(notices.own_records(user), ensure_ascii=False, indent=2)])
         yield from add_text("audit_history.json", _json_list(AUDIT_FIELDS, _audit_rows(user)))
         yield from add_text("audit_history.csv", csv_lines(AUDIT_FIELDS, _audit_rows(user)))
         for row in _attachments(user):
@@ -200,6 +203,7 @@ def _readme(user: User) -> str:
             "profile.json            your account details\n"
             "tickets.json/.csv       tickets you opened\n"
             "comments.json/.csv      the conversation on them you can see, and your own comments\n"
+            "privacy_notices.json    the privacy notice versions you accepted and when\n"
             "audit_history.json/.csv every recorded change about you, values readable\n"
             "attachments/            files on your tickets and files you sent\n\n"
             "CSV files are UTF-8 with a byte order mark; cells that would start a formula are\n"

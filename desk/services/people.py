@@ -24,6 +24,7 @@ from desk.models import User
 from desk.models.people import AGENT
 from desk.models.people import END_USER
 from desk.services import mail
+from desk.services import notices
 
 NAME_MAX = 200
 PASSWORD_MIN = 8
@@ -156,6 +157,7 @@ def _signed_up(name: str, email: str, password: str | None, password_hash: str |
     with audit.transaction():
         user = _create_person(None, END_USER, name, email, password, password_hash=password_hash)
         audit.record(Actor(user.id, ip), "signup", "User", user.id, subject_id=user.id)
+        notices.accept_at_signup(Actor(user.id, ip), user)
         mail.queue(user.email, _("Welcome to the help center"),
                    _("Hello %(name)s,\n\nYour account is ready. Follow your requests at "
                      "%(url)s\n", name=user.name, url=f"{current_app.config['BASE_URL']}/my/tickets"),

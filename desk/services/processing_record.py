@@ -84,9 +84,9 @@ ACTIVITIES = (
     Activity("rights", _l("Handling requests about personal data and personal data breaches"),
              _l("People who exercise their rights; people a breach affects"),
              _l("Email change requests, erasure requests, the register of requests with identity "
-                "checks and notes, breach descriptions"),
+                "checks and notes, breach descriptions, which privacy notice each person accepted"),
              ("EmailChangeRequest.user", "EmailChangeRequest.new_email", "EmailChangeRequest.reason",
-              "ErasureRequest.user", "DataSubjectRequest.user", "DataSubjectRequest.identity_note",
+              "ErasureRequest.user", "DataSubjectRequest.user", "NoticeConsent.user", "DataSubjectRequest.identity_note",
               "DataSubjectRequest.notes", "DataSubjectRequest.extension_reason",
               "Breach.description", "Breach.categories", "Breach.consequences", "Breach.measures"),
              _l("Legal obligation (Art. 6(1)(c); Art. 12-22 and 33-34)")),

@@ -13,6 +13,7 @@ def register_blueprints(app: Flask) -> None:
     from desk.web import health
     from desk.web import mail
     from desk.web import me
+    from desk.web import notice
     from desk.web import portal
     from desk.web import privacy
     from desk.web import privacy_center
@@ -23,7 +24,7 @@ def register_blueprints(app: Flask) -> None:
 
     app.url_map.converters["id"] = IdConverter
     for module in (auth, portal, me, agent, admin, privacy, regions, roles, mail, fields, files, health, tokens, exports, audit,
-                   privacy_center):
+                   privacy_center, notice):
         app.register_blueprint(module.bp)
     from desk.web import api
     api.init_app(app)

@@ -80,6 +80,8 @@ RECORDS: dict[str, Callable[[dict], str]] = {
     "region": lambda r: _("region %(name)s", name=r["id"]),
     "DataSubjectRequest": lambda r: _("data subject request #%(id)s", id=r["id"]),
     "Breach": lambda r: _("breach #%(id)s", id=r["id"]),
+    "PrivacyNotice": lambda r: _("privacy notice record #%(id)s", id=r["id"]),
+    "NoticeConsent": lambda r: _("privacy notice acceptance #%(id)s", id=r["id"]),
 }
 
 

@@ -18,6 +18,7 @@ from desk.forms.filters import search_arg
 from desk.forms.privacy import EraseForm
 from desk.forms.privacy import RetentionForm
 from desk.services import erasure
+from desk.services import notices
 from desk.services import people_admin
 from desk.services import processing_record
 from desk.services import purge
@@ -36,7 +37,8 @@ def privacy_page():
     """What the help center holds, where, for how long, and who controls it."""
     return render_template("privacy.html", region=current_app.config["REGION"],
                            retention_days=retention.days(),
-                           rec=processing_record.public_record(current_app.config))
+                           rec=processing_record.public_record(current_app.config),
+                           notice=notices.current())
 
 
 @bp.route("/agent/<any(contacts, agents):module>")

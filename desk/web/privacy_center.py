@@ -25,9 +25,11 @@ from desk.forms.privacy_center import CloseForm
 from desk.forms.privacy_center import ExtendForm
 from desk.forms.privacy_center import LinkForm
 from desk.forms.privacy_center import LogRequestForm
+from desk.forms.privacy_center import NoticeForm
 from desk.forms.fields import options
 from desk.models import utcnow
 from desk.services import breaches
+from desk.services import notices
 from desk.services import processing_record
 from desk.services import subject_requests
 from desk.web.guards import agent_required
@@ -262,3 +264,37 @@ def processing_csv():
     return Response(stream_with_context(stream), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"',
                              "Cache-Control": "no-store"})
+
+
+# -- privacy notice versions and consents ------------------------------------------------
+
+def _consents_page(form=None, status=200):
+    current = notices.current()
+    return render_template("privacy_center/consents.html", versions=notices.versions(current_user),
+                           consents=notices.consents(current_user),
+                           form=form or NoticeForm(text=current.text if current else "")), status
+
+
+@bp.route("/consents")
+@agent_required
+def consents():
+    """Privacy notice versions, and who accepted or acknowledged which, when."""
+    return _consents_page()
+
+
+@bp.route("/consents", methods=["POST"])
+@agent_required
+def publish_notice():
+    """Publish a new version of the privacy notice."""
+    policy.require(current_user, "privacy:edit")
+    form = NoticeForm()
+    if not form.validate_on_submit():
+        return _consents_page(form, 400)
+    try:
+        notice = notices.publish(current_user, form.text.data, client_ip())
+    except DeskError as err:
+        form.form_errors.append(str(err))
+        return _consents_page(form, err.status)
+    flash(_("Version %(version)d published. People will see it at their next sign-in.",
+            version=notice.version), "success")
+    return redirect(url_for("privacy_center.consents"))
