@@ -95,7 +95,9 @@ def resume(identity: str, ip: str, user_agent: str) -> User | None:
     user = User.get_or_none(User.id == row.user_id)
     if user is None or user.deleted_at is not None or not user.is_active:
         return None
-    if now - row.last_seen_at >= TOUCH_EVERY or row.ip != (ip or "")[:IP_MAX]:
+    # At most one write a minute, even for a browser that alternates between
+    # addresses (IPv4 and IPv6 of one machine): the address shown may lag a minute.
+    if now - row.last_seen_at >= TOUCH_EVERY:
         with write_transaction():
             BrowserSession.update(last_seen_at=now, ip=(ip or "")[:IP_MAX],
                                   user_agent=(user_agent or "")[:AGENT_MAX] or row.user_agent
