@@ -20,6 +20,11 @@ def _active(user) -> bool:
                 and user.is_active and user.deleted_at is None)
 
 
+def is_active(user) -> bool:
+    """Signed in, active and not in the recycle bin."""
+    return _active(user)
+
+
 def is_agent(user) -> bool:
     return _active(user) and user.kind == "agent"
 

@@ -285,3 +285,54 @@ def test_custom_fields_as_the_role_may_see_them(ctx, people):
     assert values["order"] == "A-17"
     assert values["card"].endswith("1111") and "4111 1111" not in values["card"]  # masked
     assert "custom_fields" in Api(ctx, admin).get(f"/api/v1/contacts/{ann.id}").json
+
+
+def test_custom_fields_are_set_through_the_api_and_encrypted_ones_revealed_by_an_audited_call(ctx, people):
+    from desk.services import custom_fields
+    admin, agent, ann = people["admin"], people["agent"], people["ann"]
+    custom_fields.create(admin, "tickets", {"key": "plan", "label": "Plan", "type": "choice",
+                                            "choices": "Gold\nSilver", "public": True})
+    custom_fields.create(admin, "tickets", {"key": "card", "label": "Card", "type": "card",
+                                            "public": True, "encrypted": True})
+    custom_fields.create(admin, "contacts", {"key": "tier", "label": "Tier", "type": "text"})
+    card = "4539 5787 6362 1486"
+    # An end user opens a ticket with its public fields; bad values name the field.
+    asker = Api(ctx, ann)
+    bad = asker.post("/api/v1/tickets", json={"subject": "Charge", "description": "twice",
+                                              "custom_fields": {"plan": "Platinum"}})
+    assert "Choose one of the listed values" in problem(bad, 400, "invalid-input")["detail"]
+    resp = asker.post("/api/v1/tickets", json={"subject": "Charge", "description": "twice",
+                                               "custom_fields": {"plan": "Gold", "card": card}})
+    assert resp.status_code == 201, resp.json
+    ticket_id = resp.json["id"]
+    assert resp.json["custom_fields"]["card"] == "•••• •••• •••• 1486"
+    assert card.replace(" ", "") not in resp.get_data(as_text=True)
+    # An administrator changes a field; the answer names it.
+    boss = Api(ctx, admin)
+    resp = boss.patch(f"/api/v1/tickets/{ticket_id}", json={"custom_fields": {"plan": "Silver"},
+                                                             "priority": "high"})
+    assert resp.status_code == 200, resp.json
+    assert resp.json["changed"] == ["custom_fields.plan", "priority"]
+    assert boss.get(f"/api/v1/tickets/{ticket_id}").json["custom_fields"]["plan"] == "Silver"
+    # Lists carry them too (the requester sees the fields shown to end users).
+    listed = {t["id"]: t for t in asker.get("/api/v1/tickets").json["items"]}
+    assert listed[ticket_id]["custom_fields"] == {"plan": "Silver", "card": "•••• •••• •••• 1486"}
+    # Reveal: a separate call, audited, never cached; refused to those who may not.
+    reveal = f"/api/v1/tickets/{ticket_id}/fields/card/reveal"
+    resp = boss.post(reveal)
+    assert resp.status_code == 200 and resp.json == {"key": "card", "value": card.replace(" ", "")}
+    assert resp.headers["Cache-Control"] == "no-store"
+    entry = AuditEntry.select().where(AuditEntry.action == "reveal").get()
+    assert entry.actor_id == admin.id and entry.record_id == str(ticket_id)
+    assert "via" in entry.changes  # made through the API
+    problem(Api(ctx, agent).post(reveal), 403, "forbidden")
+    problem(asker.post(reveal), 403, "forbidden")
+    problem(boss.post(f"/api/v1/tickets/{ticket_id}/fields/plan/reveal"), 404, "not-found")
+    problem(boss.post(f"/api/v1/tickets/{ticket_id + 99}/fields/card/reveal"), 404, "not-found")
+    assert AuditEntry.select().where(AuditEntry.action == "reveal").count() == 1
+    # Contacts take their fields on create and update.
+    resp = boss.post("/api/v1/contacts", json={"name": "Cy Contact", "email": "cy@example.com",
+                                               "custom_fields": {"tier": "gold"}})
+    assert resp.status_code == 201 and resp.json["custom_fields"] == {"tier": "gold"}
+    resp = boss.patch(f"/api/v1/contacts/{resp.json['id']}", json={"custom_fields": {"tier": "silver"}})
+    assert resp.status_code == 200 and resp.json["custom_fields"] == {"tier": "silver"}

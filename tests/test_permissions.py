@@ -288,6 +288,8 @@ RULES = {
     "api.get_contact": "contacts:view",
     "api.create_contact": "contacts:create",
     "api.update_contact": "contacts:edit",
+    "api.reveal_ticket_field": "ticket:tickets:reveal",
+    "api.reveal_contact_field": "contacts:reveal",
 }
 
 ALLOWED, FORBIDDEN, NOT_FOUND, LOGIN = "allowed", "403", "404", "to /login"

@@ -550,9 +550,10 @@ def export_values(user, module: str, record, may_reveal: bool) -> dict[str, str]
 # -- list columns and export columns ----------------------------------------------------
 
 def list_columns(user: User, module: str) -> list[CustomField]:
-    """The fields an agent may pick as columns of a list: those their role sees."""
+    """The fields a list may show: for an agent those their role sees; for an
+    end user (whose lists hold only their own records) those shown to end users."""
     if not policy.is_agent(user):
-        return []
+        return live_fields(module, public_only=True) if policy.is_active(user) else []
     return [f for f in live_fields(module) if policy.visible(user, module, f.name)]
 
 

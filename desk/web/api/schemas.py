@@ -87,6 +87,9 @@ class ContactCreate(Strict):
     title: str = Field(default="", max_length=200)
     timezone: str = Field(default="UTC", max_length=64)
     language: Literal["", "en", "zh_Hans"] = ""
+    custom_fields: dict[str, str] | None = Field(
+        default=None, description="Custom field values to set, by key (a field the caller "
+        "may not edit is refused; an empty encrypted value keeps the stored one).")
 
 
 class ContactUpdate(Strict):
@@ -96,6 +99,9 @@ class ContactUpdate(Strict):
     title: str | None = Field(default=None, max_length=200)
     timezone: str | None = Field(default=None, max_length=64)
     language: Literal["", "en", "zh_Hans"] | None = None
+    custom_fields: dict[str, str] | None = Field(
+        default=None, description="Custom field values to set, by key (a field the caller "
+        "may not edit is refused; an empty encrypted value keeps the stored one).")
 
 
 class ContactQuery(Strict):
@@ -142,7 +148,7 @@ class Ticket(Out):
     updated_at: Time
     custom_fields: dict[str, str] = Field(
         default_factory=dict, description="Custom field values the caller may see, by key "
-        "(encrypted ones masked); in a single ticket's answer, not in lists.")
+        "(encrypted ones masked; the clear value through the field's reveal call).")
 
 
 class TicketDetail(Ticket):
@@ -175,6 +181,9 @@ class TicketCreate(Strict):
     subject: str = Field(min_length=1, max_length=SUBJECT_MAX)
     description: str = Field(min_length=1, max_length=BODY_MAX)
     department_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    custom_fields: dict[str, str] | None = Field(
+        default=None, description="Custom field values to set, by key (a field the caller "
+        "may not edit is refused; an empty encrypted value keeps the stored one).")
 
 
 class TicketUpdate(Strict):
@@ -184,6 +193,9 @@ class TicketUpdate(Strict):
                                       description="0 or null: no department.")
     assignee_id: int | None = Field(default=None, ge=0, le=2**31 - 1,
                                     description="0 or null: unassigned.")
+    custom_fields: dict[str, str] | None = Field(
+        default=None, description="Custom field values to set, by key (a field the caller "
+        "may not edit is refused; an empty encrypted value keeps the stored one).")
 
 
 class CommentCreate(Strict):
@@ -214,3 +226,9 @@ class Problem(Out):
 
 
 Me.model_rebuild()
+
+
+class Revealed(Out):
+    """The clear value of one encrypted custom field (the reveal is audited)."""
+    key: str
+    value: str

@@ -16,6 +16,7 @@ from flask import stream_with_context
 from desk import policy
 from desk.services import attachments as files
 from desk.services import contacts as contact_service
+from desk.services import custom_fields
 from desk.services import export
 from desk.services import feed
 from desk.services import listing
@@ -101,7 +102,11 @@ def list_tickets(query: s.TicketQuery):
     if more:
         at, last_id = feed.position(rows[-1], query.sort)
         cursor = _encode(query.sort, at.isoformat(), last_id)
-    return s.TicketList(items=[present.ticket(user(), t) for t in rows], next_cursor=cursor)
+    pickable = custom_fields.list_columns(user(), "tickets")
+    _fields, values = custom_fields.column_values(user(), "tickets", [t.id for t in rows],
+                                                  tuple(f.key for f in pickable), pickable)
+    return s.TicketList(items=[present.ticket(user(), t, custom_fields=values[t.id]) for t in rows],
+                        next_cursor=cursor)
 
 
 @route("/tickets/<id:ticket_id>", response=s.TicketDetail, errors=(404,))
@@ -117,28 +122,36 @@ def get_ticket(ticket_id: int):
 def create_ticket(body: s.TicketCreate):
     """Open a ticket (end users, as on /tickets/new)."""
     ticket = ticket_service.submit(user(), body.subject, body.description, body.department_id,
-                                   ip=client_ip())
-    return present.ticket(user(), ticket_service.get_ticket(user(), ticket.id))
+                                   ip=client_ip(), custom=_posted_fields(body.custom_fields))
+    shown = ticket_service.get_ticket(user(), ticket.id)
+    return present.ticket(user(), shown, custom_fields=present.custom(user(), "tickets", shown))
 
 
 @route("/tickets/<id:ticket_id>", "PATCH", body=s.TicketUpdate, response=s.Changed,
        errors=(400, 403, 404, 415))
 def update_ticket(ticket_id: int, body: s.TicketUpdate):
-    """Change status, priority, department or assignee (requesters: open or close their own)."""
+    """Change status, priority, department, assignee or custom fields
+    (requesters: open or close their own, and the fields shown to them)."""
     who = user()
     values = body.model_dump(exclude_unset=True)
+    fields = _posted_fields(values.pop("custom_fields", None))
+    changed: dict = {}
+    if fields:
+        changed.update({f"custom_fields.{k}": 1 for k in custom_fields.set_values(
+            who, "tickets", ticket_service.get_ticket(who, ticket_id), fields, client_ip())})
     if policy.is_agent(who):
-        changed = ticket_service.update_ticket(who, ticket_id, client_ip(), **values)
-    else:
+        if values or not fields:
+            changed.update(ticket_service.update_ticket(who, ticket_id, client_ip(), **values))
+    elif values or not fields:
         if set(values) - {"status"}:
             raise ApiProblem("forbidden")
-        ticket_service.get_ticket(who, ticket_id)
         before = ticket_service.get_ticket(who, ticket_id).status
         ticket_service.set_status_as_requester(who, ticket_id, values.get("status") or "", client_ip())
-        changed = {"status": 1} if values.get("status") != before else {}
+        if values.get("status") != before:
+            changed["status"] = 1
     ticket = ticket_service.get_ticket(who, ticket_id)
     return s.Changed(changed=sorted(k.removesuffix("_id") for k in changed),
-                     ticket=present.ticket(who, ticket))
+                     ticket=present.ticket(who, ticket, custom_fields=present.custom(who, "tickets", ticket)))
 
 
 @route("/tickets/<id:ticket_id>/comments", "POST", body=s.CommentCreate, response=s.Comment,
@@ -197,9 +210,12 @@ def get_contact(contact_id: int):
        errors=(400, 403, 409, 415))
 def create_contact(body: s.ContactCreate):
     """Add a contact."""
-    values = body.model_dump(exclude={"email"}, exclude_unset=True)
+    values = body.model_dump(exclude={"email", "custom_fields"}, exclude_unset=True)
     values.setdefault("name", body.name)
     person = contact_service.create(user(), body.email, values, client_ip())
+    if body.custom_fields:
+        custom_fields.set_values(user(), "contacts", person, _posted_fields(body.custom_fields),
+                                 client_ip(), creating=True)
     return present.contact(user(), person)
 
 
@@ -208,8 +224,43 @@ def create_contact(body: s.ContactCreate):
 def update_contact(contact_id: int, body: s.ContactUpdate):
     """Correct a contact's details (the email address changes by request, not here)."""
     values = body.model_dump(exclude_unset=True)
+    fields = _posted_fields(values.pop("custom_fields", None))
     if any(v is None for v in values.values()):
         raise ApiProblem("invalid-request", params=[
             {"name": k, "reason": "must not be null"} for k, v in values.items() if v is None])
-    contact_service.update(user(), contact_id, values, client_ip())
+    if values:
+        contact_service.update(user(), contact_id, values, client_ip())
+    if fields:
+        custom_fields.set_values(user(), "contacts", contact_service.get(user(), contact_id), fields,
+                                 client_ip())
     return present.contact(user(), contact_service.get(user(), contact_id))
+
+
+# -- custom fields -------------------------------------------------------------------
+
+def _posted_fields(values: dict[str, str] | None) -> dict[str, str]:
+    """API ``custom_fields`` ({key: value}) as the forms post them (``cf_<key>``)."""
+    return {f"cf_{key}": value for key, value in (values or {}).items()}
+
+
+def _revealed(module: str, record_id: int, key: str) -> Response:
+    field, clear = custom_fields.reveal(user(), module, record_id, key, client_ip())
+    response = current_app.response_class(
+        s.Revealed(key=field.key, value=clear).model_dump_json(), mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@route("/tickets/<id:ticket_id>/fields/<key>/reveal", "POST", response=s.Revealed,
+       errors=(403, 404, 409))
+def reveal_ticket_field(ticket_id: int, key: str):
+    """The clear value of an encrypted custom field of a ticket (roles that may
+    reveal; audited: who, which ticket, which field, never the value)."""
+    return _revealed("tickets", ticket_id, key)
+
+
+@route("/contacts/<id:contact_id>/fields/<key>/reveal", "POST", response=s.Revealed,
+       errors=(403, 404, 409))
+def reveal_contact_field(contact_id: int, key: str):
+    """The clear value of an encrypted custom field of a contact (audited)."""
+    return _revealed("contacts", contact_id, key)
