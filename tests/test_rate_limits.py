@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +25,11 @@ LIMIT = 10
 def test_two_workers_let_through_the_limit_once(tmp_path):
     env = {"DESK_LOGIN_ADDRESS_LIMIT": f"{LIMIT} per hour", "DESK_WORKERS": "2"}
     with running_server(tmp_path / "instance", env=env) as server:
+        deadline = time.monotonic() + 30  # /healthz answers once the first worker is up
+        while len(server.worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(server.worker_pids()) == 2
+        time.sleep(0.5)  # and the second one is past its start-up, accepting too
         opener = server.opener()
         status, _, page = request(opener, server.base_url + "/login")
         token = csrf_token(page)
