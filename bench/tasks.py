@@ -277,13 +277,29 @@ def anonymize(args) -> None:
             "comments_mentioning": Comment.select().where(Comment.body.contains(name)).count(),
             "attachments_uploaded": Attachment.select().where(Attachment.uploader == user.id).count(),
         }
+        steps = {}
+        original = list(erasure.STEPS)
+
+        def timed(step):
+            def run(*a):
+                t = time.perf_counter()
+                step(*a)
+                steps[step.__name__.removeprefix("_step_")] = time.perf_counter() - t
+            run.__name__ = step.__name__
+            return run
+        erasure.STEPS = tuple(timed(step) for step in original)
         started = time.perf_counter()
-        req = erasure.anonymize_now(audit.SYSTEM, user)
+        try:
+            req = erasure.anonymize_now(audit.SYSTEM, user)
+        finally:
+            erasure.STEPS = tuple(original)
         elapsed = time.perf_counter() - started
         after = User.get_by_id(user.id)
         left = Ticket.select().where(Ticket.description.contains(name)).count()
         ok, chain = audit.verify()
-    emit({"seconds": elapsed, "status": req.status, "anonymized": after.anonymized_at is not None,
+    emit({"seconds": elapsed, "steps": steps,
+          "without_rebuild": elapsed - steps.get("compact", 0.0),
+          "status": req.status, "anonymized": after.anonymized_at is not None,
           "mentions_left": left, "audit_chain_ok": ok, "audit_chain": chain, **before,
           "peak_rss_kb": status_kb("VmHWM")})
 
