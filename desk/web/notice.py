@@ -2,6 +2,7 @@
 version at their next sign-in and acknowledges it before going on."""
 from flask import Blueprint
 from flask import abort
+from flask import current_app
 from flask import redirect
 from flask import render_template
 from flask import request
@@ -39,9 +40,11 @@ def _signed_in(app, user, **_) -> None:
 @bp.before_app_request
 def _prompt():
     """Pages wait until the noted notice is read (the API does not prompt)."""
-    if not session.get(PENDING) or request.method != "GET" or request.endpoint in OPEN_ENDPOINTS:
+    if request.method != "GET" or request.endpoint in OPEN_ENDPOINTS or request.path.startswith("/api/"):
         return None
-    if request.path.startswith("/api/"):
+    if current_app.config["SESSION_COOKIE_NAME"] not in request.cookies:
+        return None  # no session to read (and reading one would add "Vary: Cookie")
+    if not session.get(PENDING):
         return None
     return redirect(url_for("notice.show", next=request.full_path.rstrip("?")))
 
