@@ -576,3 +576,22 @@ def test_exports_carry_custom_fields_as_the_exporter_may_see_them(ctx, admin, fi
     custom_fields.set_values(admin, "contacts", contact, {"cf_tier": "platinum"})
     rows = csv_rows(a.get("/agent/export/contacts.csv?header=keys"))
     assert {r["cf_tier"] for r in rows if r["name"] == "Tia Tier"} == {"platinum"}
+
+
+def test_the_contacts_list_filters_and_shows_contact_fields_and_its_export_follows(ctx, admin):
+    define(admin, "contacts", key="tier", type="choice", choices="Gold\nSilver")
+    define(admin, "contacts", key="passport", type="text", encrypted=True)
+    gold = factories.end_user(name="Gia Gold")
+    silver = factories.end_user(name="Sol Silver")
+    custom_fields.set_values(admin, "contacts", gold, {"cf_tier": "Gold", "cf_passport": "P-778899"})
+    custom_fields.set_values(admin, "contacts", silver, {"cf_tier": "Silver"})
+    a = signed_in(ctx, admin)
+    page = html(a.get("/agent/contacts?cf_tier=Gold&col=tier&col=passport"))
+    assert "Gia Gold" in page and "Sol Silver" not in page
+    assert "<th>Tier</th>" in page and "<td>Gold</td>" in page and "<td>••••</td>" in page
+    assert "P-778899" not in page and 'name="cf_passport"' not in page  # never filtered on
+    assert "cf_tier=Gold" in page  # the export link keeps the filter
+    rows = csv_rows(a.get("/agent/export/contacts.csv?cf_tier=Gold&header=keys"))
+    assert [r["name"] for r in rows] == ["Gia Gold"] and rows[0]["cf_tier"] == "Gold"
+    assert a.get("/agent/export/contacts.csv?cf_passport=P-778899").status_code == 400
+    assert a.get("/agent/export/agents.csv?cf_tier=Gold").status_code == 400

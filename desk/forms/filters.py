@@ -14,6 +14,7 @@ from desk.models.tickets import STATUSES
 from desk.services.listing import AUDIT_RECORD_TYPES
 from desk.services.listing import TICKET_SORTS
 from desk.services.listing import AuditFilters
+from desk.services.listing import PeopleFilters
 from desk.services.listing import TicketFilters
 from desk.services.listing import search_text
 
@@ -31,7 +32,7 @@ def id_arg(raw: str) -> int | None:
 CUSTOM_ARG = re.compile(r"cf_([a-z][a-z0-9_]{0,39})")
 
 
-def _custom_filters(args) -> tuple[tuple[str, str], ...]:
+def custom_filters(args) -> tuple[tuple[str, str], ...]:
     """``cf_<key>=value`` pairs (custom field filters), by key."""
     pairs = {}
     for name, value in args.items():
@@ -41,7 +42,7 @@ def _custom_filters(args) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs.items()))
 
 
-def _columns(args) -> tuple[str, ...]:
+def picked_columns(args) -> tuple[str, ...]:
     """The custom field keys picked as extra list columns (``col=<key>``, repeated)."""
     picked = args.getlist("col") if hasattr(args, "getlist") else [args.get("col", "")]
     return tuple(dict.fromkeys(k for k in picked if k and CUSTOM_ARG.fullmatch(f"cf_{k}")))[:20]
@@ -49,7 +50,7 @@ def _columns(args) -> tuple[str, ...]:
 
 def ticket_filters(args) -> TicketFilters:
     """The ticket list's filters from request args."""
-    custom = _custom_filters(args)
+    custom = custom_filters(args)
     chosen = custom or any(args.get(k) for k in ("status", "priority", "department", "assignee",
                                                  "requester", "q"))
     assignee = args.get("assignee", "")
@@ -63,7 +64,7 @@ def ticket_filters(args) -> TicketFilters:
         sort=args.get("sort", "updated") if args.get("sort") in TICKET_SORTS else "updated",
         default_view=not chosen and args.get("view") != "all",
         custom=custom,
-        columns=_columns(args),
+        columns=picked_columns(args),
     )
 
 
@@ -71,7 +72,22 @@ def ticket_args(args) -> dict:
     """The ticket list arguments to carry over to pagination and the export link
     (the filters, custom field filters, and the picked columns)."""
     kept = {k: v for k, v in args.items() if k in TICKET_ARGS or CUSTOM_ARG.fullmatch(k)}
-    columns = _columns(args)
+    columns = picked_columns(args)
+    if columns:
+        kept["col"] = list(columns)
+    return kept
+
+
+def people_filters(args) -> PeopleFilters:
+    """The contacts and agents lists' filters from request args."""
+    return PeopleFilters(q=search_text(args.get("q", "")), custom=custom_filters(args),
+                         columns=picked_columns(args))
+
+
+def people_args(args) -> dict:
+    """The people list arguments to carry over to pagination and the export link."""
+    kept = {k: v for k, v in args.items() if (k == "q" or CUSTOM_ARG.fullmatch(k)) and v}
+    columns = picked_columns(args)
     if columns:
         kept["col"] = list(columns)
     return kept

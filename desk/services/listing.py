@@ -136,9 +136,9 @@ def visible_ticket_filters(agent: User, f: TicketFilters) -> TicketFilters:
     )
 
 
-def unknown_custom_filters(agent: User, filters: TicketFilters) -> list[str]:
+def unknown_custom_filters(agent: User, filters, module: str = "tickets") -> list[str]:
     """The ``cf_<key>`` filters that are not a custom field ``agent`` may filter on."""
-    allowed = {f.key for f in custom_filter_fields(agent)} if filters.custom else set()
+    allowed = {f.key for f in custom_filter_fields(agent, module)} if filters.custom else set()
     return [f"cf_{key}" for key, _value in filters.custom if key not in allowed]
 
 
@@ -199,11 +199,28 @@ def ticket_order(agent: User, filters: TicketFilters) -> tuple:
 PEOPLE_MODULES = {"contacts": "end_user", "agents": "agent"}
 
 
-def people_query(agent: User, module: str, q: str = "", query=None):
-    """Live contacts or agents matching ``q`` in the fields the agent may see."""
+@dataclass(frozen=True)
+class PeopleFilters:
+    """The contacts and agents lists' filters: words in the name or email
+    (``q``), and for contacts ``cf_<key>=value`` custom field filters."""
+
+    q: str = ""
+    custom: tuple[tuple[str, str], ...] = ()
+    columns: tuple[str, ...] = ()  # custom field keys shown as extra list columns
+
+
+def people_query(agent: User, module: str, q: str = "", query=None,
+                 custom: tuple[tuple[str, str], ...] = ()):
+    """Live contacts or agents matching ``q`` in the fields the agent may see
+    (and, for contacts, the ``custom`` field filters the agent may use)."""
     kind = PEOPLE_MODULES[module]
     query = (query if query is not None else User.select()).where(
         User.kind == kind, User.deleted_at.is_null())
+    if custom and module == "contacts":
+        fields = {f.key: f for f in custom_filter_fields(agent, "contacts")}
+        for key, value in custom:
+            if key in fields:
+                query = query.where(custom_condition("contacts", fields[key], value))
     q = search_text(q)
     if q:
         searchable = [f for f in ("name", "email")

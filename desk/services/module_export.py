@@ -190,11 +190,12 @@ def _comments(user: User, filters: listing.TicketFilters, specs: list[Spec]):
 
 
 def _people(module: str):
-    def rows(user: User, q: str, specs: list[Spec]):
-        query = listing.people_query(user, module, q, User.select(*[s.expr for s in specs]))
+    def rows(user: User, filters, specs: list[Spec]):
+        q, custom = (filters, ()) if isinstance(filters, str) else (filters.q, filters.custom)
+        query = listing.people_query(user, module, q, User.select(*[s.expr for s in specs]), custom)
         if module == "agents":
             query = query.join_from(User, Role, JOIN.LEFT_OUTER, on=(User.role == Role.id))
-        return query.order_by(*listing.PEOPLE_ORDER), listing.people_query(user, module, q)
+        return query.order_by(*listing.PEOPLE_ORDER), listing.people_query(user, module, q, custom=custom)
     return rows
 
 

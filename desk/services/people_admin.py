@@ -15,11 +15,13 @@ from desk.services.listing import people_query
 MODULES = {"end_user": "contacts", "agent": "agents"}
 
 
-def people(actor_user: User, kind: str, q: str = "", page: int = 1) -> Page:
-    """Live (not deleted) contacts or agents, by name, matching ``q``."""
+def people(actor_user: User, kind: str, q: str = "", page: int = 1,
+           custom: tuple[tuple[str, str], ...] = ()) -> Page:
+    """Live (not deleted) contacts or agents, by name, matching ``q`` (and the
+    custom field filters of contacts)."""
     module = MODULES[kind]
     policy.require(actor_user, f"{module}:view")
-    return page_of(people_query(actor_user, module, q).order_by(*PEOPLE_ORDER), page)
+    return page_of(people_query(actor_user, module, q, custom=custom).order_by(*PEOPLE_ORDER), page)
 
 
 def get_contact(actor_user: User, user_id: int) -> User:

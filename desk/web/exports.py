@@ -30,9 +30,12 @@ def _filters(module: str, args):
             raise InvalidInput(_l("Unknown filter values: %(names)s.", names=", ".join(unknown)))
         return filters
     if module in ("contacts", "agents"):
-        if len(args.get("q", "")) > 200:
-            raise InvalidInput(_l("Unknown filter values: %(names)s.", names="q"))
-        return filters_from.search_arg(args)
+        bad = [k for k in args if (k == "q" or k.startswith("cf_")) and len(args[k]) > 200]
+        filters = filters_from.people_filters(args)
+        bad += listing.unknown_custom_filters(current_user, filters, module)
+        if bad:
+            raise InvalidInput(_l("Unknown filter values: %(names)s.", names=", ".join(bad)))
+        return filters
     if module == "audit":
         return filters_from.audit_filters(args, strict=True)
     return None

@@ -14,9 +14,11 @@ from flask_login import current_user
 from desk import policy
 from desk.errors import DeskError
 from desk.forms.auth import EmptyForm
+from desk.forms import filters as filters_from
 from desk.forms.filters import search_arg
 from desk.forms.privacy import EraseForm
 from desk.forms.privacy import RetentionForm
+from desk.services import custom_fields
 from desk.services import erasure
 from desk.services import notices
 from desk.services import people_admin
@@ -45,11 +47,19 @@ def privacy_page():
 @agent_required
 def people(module: str):
     """Contacts (end users) or agents, with delete and erase actions."""
-    q = search_arg(request.args)
-    page = people_admin.people(current_user, PEOPLE[module], q, page_number())
+    filters = filters_from.people_filters(request.args)
+    page = people_admin.people(current_user, PEOPLE[module], filters.q, page_number(), filters.custom)
     levels = (policy.field_levels(current_user, "contacts") if module == "contacts"
               else {"name": policy.EDIT, "email": policy.EDIT, "phone": policy.EDIT})
-    return render_template("agent/people.html", module=module, page=page, q=q, fields=levels)
+    pickable = custom_fields.list_columns(current_user, "contacts") if module == "contacts" else []
+    filterable = [f for f in pickable if not f.encrypted]
+    columns, column_values = custom_fields.column_values(
+        current_user, "contacts", [p.id for p in page.items], filters.columns, pickable)
+    return render_template("agent/people.html", module=module, page=page, q=filters.q, fields=levels,
+                           filters=filters, custom_filters=filterable, custom_values=dict(filters.custom),
+                           choices={f.key: custom_fields.choices_of(f) for f in filterable},
+                           pickable=pickable, columns=columns, column_values=column_values,
+                           args=filters_from.people_args(request.args))
 
 
 @bp.route("/agent/people/<id:user_id>/delete", methods=["POST"])
