@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from dataclasses import replace
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -24,6 +25,7 @@ from desk import audit
 from desk import crypto
 from desk import policy
 from desk.audit import Actor
+from desk.db import is_postgres
 from desk.db import stream_rows
 from desk.errors import NotFound
 from desk.models import AgentDepartment
@@ -278,13 +280,25 @@ class Export:
         return write_jsonl([s.column for s in self.specs], rows or self.tuples())
 
 
+ISO_UTC = 'YYYY-MM-DD"T"HH24:MI:SS"Z"'  # PostgreSQL's to_char pattern for csv_export's times
+
+
+def _times_as_text(specs: list[Spec]) -> list[Spec]:
+    """On PostgreSQL the database writes the times as ISO 8601 text itself
+    (``to_char``), so no datetime object is made per cell only to be
+    formatted again; SQLite stores them as text already."""
+    if not is_postgres():
+        return specs
+    return [replace(s, expr=fn.to_char(s.expr, ISO_UTC)) if s.column.kind == TIME else s for s in specs]
+
+
 def prepare(user: User, module: str, filters=None) -> Export:
     """The export of ``module`` as ``user`` may have it (PermissionDenied
     without ``<module>:export``, NotFound for an unknown module)."""
     if module not in MODULES:
         raise NotFound(_l("No such module."))
     policy.require(user, f"{module}:export")
-    specs = columns_for(user, module)
+    specs = _times_as_text(columns_for(user, module))
     if filters is None:
         filters = DEFAULT_FILTERS[module]()
     query, count_query = ROWS[module](user, filters, specs)
@@ -316,7 +330,7 @@ def full_export(module: str) -> Export:
     """Everything of ``module`` with every column and every value readable:
     the bulk export of everything, which only administrators and the command
     line make. Column providers are asked with no exporter (``None``)."""
-    specs = SPECS[module]() + [s for provider in _EXTRA[module] for s in provider(None)]
+    specs = _times_as_text(SPECS[module]() + [s for provider in _EXTRA[module] for s in provider(None)])
     query = FULL_ROWS[module](FULL_FROM[module].select(*[s.expr for s in specs]))
     fix = _audit_values(specs, True, {}) if module == "audit" else None
     return Export(module, specs, query, query.order_by().count(), fix)
