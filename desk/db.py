@@ -256,8 +256,31 @@ def compact(tables: Iterable[str]) -> None:
             database.execute_sql("VACUUM")
             database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return
+    _wait_for_older_transactions(database)
     for table in tables:
         database.execute_sql(f'VACUUM FULL "{table}"')  # names from the models, never input
+
+
+def _wait_for_older_transactions(database, patience: float = 30.0) -> None:
+    """VACUUM FULL keeps a deleted row that a transaction begun before the
+    deletion might still see, and PostgreSQL counts transactions of every
+    database of the server there (an autovacuum worker's ANALYZE, a report, an
+    application next door): wait, up to ``patience`` seconds, until every
+    transaction that holds an id or a snapshot began after now, so the rewrite
+    drops every deleted row."""
+    since = database.execute_sql("SELECT clock_timestamp()").fetchone()[0]
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        older = database.execute_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+            "AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL) AND xact_start < %s",
+            (since,)).fetchone()[0]
+        if not older:
+            return
+        time.sleep(0.2)
+    logging.getLogger(__name__).warning(
+        "VACUUM FULL went ahead while a transaction older than %.0f s was still open: rows "
+        "deleted meanwhile stay in the table files until the next VACUUM FULL", patience)
 
 
 _cursor_names = itertools.count(1)

@@ -28,6 +28,8 @@ from desk.errors import NotFound
 from desk.errors import PermissionDenied
 from desk.models import Attachment
 from desk.models import AuditEntry
+from desk.models import Breach
+from desk.models import DataSubjectRequest
 from desk.models import Comment
 from desk.models import EmailChangeRequest
 from desk.models import ErasureRequest
@@ -337,6 +339,27 @@ def _step_scrub(actor: Actor, req: ErasureRequest, user: User) -> None:
                 audit.scrub_many(actor, model, scrubbed[model])
                 crypto.destroy_record_keys(model.__name__, shred[model])
         last = ids[-1]
+    _scrub_registers(actor, user, who)
+
+
+# Free text administrators type into the privacy registers.
+REGISTER_TEXT = {DataSubjectRequest: ("identity_note", "notes", "extension_reason"),
+                 Breach: ("description", "categories", "consequences", "measures")}
+
+
+def _scrub_registers(actor: Actor, user: User, who: Identifiers) -> None:
+    """The registers keep their entries (proof of what was asked and done)
+    but not the person in their free text: their own requests' notes lose every
+    mention, a breach's text the mentions by full name, address or phone."""
+    rows = [(row, True) for row in DataSubjectRequest.select().where(DataSubjectRequest.user == user.id)]
+    rows += [(row, False) for row in Breach.select()]
+    with audit.transaction():
+        for row, theirs in rows:
+            values = {name: who.scrub(getattr(row, name) or "", about_them=theirs)
+                      for name in REGISTER_TEXT[type(row)]}
+            values = {n: v for n, v in values.items() if v != (getattr(row, n) or "")}
+            if values:
+                audit.update(actor, row, action="scrub", redact=True, **values)
 
 
 def _step_traces(actor: Actor, req: ErasureRequest, user: User) -> None:
