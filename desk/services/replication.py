@@ -125,20 +125,29 @@ def _sqlite_triggers(t: Table) -> Iterator[str]:
 
 
 def install_triggers(database) -> None:
-    """Journal every change of every table from now on (idempotent)."""
-    with database.atomic():
-        if isinstance(database, PostgresqlDatabase):
+    """Journal every change of every table from now on (idempotent).
+
+    On PostgreSQL each table gets its trigger in a transaction of its own: a
+    trigger takes a lock on its table until the transaction ends, and holding
+    the locks of every table at once while live requests take them in their
+    own order deadlocks (a customer's new ticket failed so). The copy's
+    snapshot is taken after the last trigger is in place, so no change falls
+    between the two."""
+    if isinstance(database, PostgresqlDatabase):
+        with database.atomic():
             database.execute_sql(_PG_FUNCTION)
-            for t in tables():
-                args = ", ".join(f"'{c}'" for c in t.pk)
+        for t in tables():
+            args = ", ".join(f"'{c}'" for c in t.pk)
+            with database.atomic():
                 database.execute_sql(f'DROP TRIGGER IF EXISTS desk_region_journal ON "{t.name}"')
                 database.execute_sql(
                     f'CREATE TRIGGER desk_region_journal AFTER INSERT OR UPDATE OR DELETE ON "{t.name}" '
                     f"FOR EACH ROW EXECUTE FUNCTION desk_region_journal({args})")
-        else:
-            for t in tables():
-                for statement in _sqlite_triggers(t):
-                    database.execute_sql(statement)
+        return
+    with database.atomic():
+        for t in tables():
+            for statement in _sqlite_triggers(t):
+                database.execute_sql(statement)
 
 
 def drop_triggers(database) -> None:
