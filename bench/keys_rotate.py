@@ -88,7 +88,8 @@ def seal_everything(data_dir: Path, url: str) -> dict:
     return counts
 
 
-def rotation_scenario(load: Load, server: Server, cookie: dict, ticket_id: int) -> dict:
+def rotation_scenario(load: Load, server: Server, cookie: dict, ticket_id: int,
+                      pause: float = 0.0) -> dict:
     path = f"/agent/tickets/{ticket_id}"
     idle = load.run(server, "ticket_page_idle", path, cookie)
     env = _env_without_desk()
@@ -96,7 +97,8 @@ def rotation_scenario(load: Load, server: Server, cookie: dict, ticket_id: int) 
     out_path = server.logs / "keys-rotate.out"
     with out_path.open("wb") as fh:
         started = time.perf_counter()
-        proc = subprocess.Popen([PY, "app.py", "keys-rotate"], cwd=ROOT, env=env, stdout=fh,
+        proc = subprocess.Popen([PY, "app.py", "keys-rotate", "--pause", str(pause)], cwd=ROOT,
+                                env=env, stdout=fh,
                                 stderr=subprocess.DEVNULL)
         during = load.run(server, "ticket_page_during_rotation", path, cookie,
                           until=lambda: proc.poll() is not None, pair=False)
@@ -106,7 +108,7 @@ def rotation_scenario(load: Load, server: Server, cookie: dict, ticket_id: int) 
         raise RuntimeError(f"keys-rotate failed ({proc.returncode}): {text[-2000:]}")
     rows = int(re.search(r"done: (\d+) rows", text).group(1))
     after = load.run(server, "ticket_page_after", path, cookie, pair=False)
-    return {"rows": rows, "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds, 1),
+    return {"pause": pause, "rows": rows, "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds, 1),
             "output": text.strip()[-300:], "idle": idle, "during": during, "after": after,
             "p99_ratio": round(during["p99_ms"] / idle["p99_ms"], 2) if idle["p99_ms"] else None,
             "rps_ratio": round(during["rps"] / idle["rps"], 2) if idle["rps"] else None}
@@ -129,7 +131,7 @@ def render(R: dict) -> str:
     for name, r in (("idle", i), ("during keys-rotate", d), ("after", s["after"])):
         lines.append(f"| {name} | {r['rps']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |")
     lines += ["", f"- `keys-rotate`: {s['rows']} rows re-wrapped or re-sealed in {s['seconds']} s = "
-              f"**{s['rows_per_s']} rows/s** (batches of 200, no pause), while serving the load above.",
+              f"**{s['rows_per_s']} rows/s** (batches of 200, " + (f"`--pause {s['pause']}`" if s.get('pause') else "no pause") + "), while serving the load above.",
               f"- Page p99 during rotation / idle: **{s['p99_ratio']}x** (target: within 2x); "
               f"throughput during / idle: {s['rps_ratio']}x.", END, ""]
     return "\n".join(lines)
@@ -157,6 +159,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--pair", type=float, default=0)
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="keys-rotate --pause: seconds it rests between batches of 200")
     parser.add_argument("--out", type=Path, default=BENCH / "out")
     args = parser.parse_args()
     out = args.out / "keys"
@@ -175,7 +179,8 @@ def main() -> int:
     try:
         admin = Session(server.base, meta["admin_email"], meta["password"])
         load = Load(args, out)
-        R["rotation"] = rotation_scenario(load, server, {"Cookie": admin.cookie}, R["data"]["ticket_id"])
+        R["rotation"] = rotation_scenario(load, server, {"Cookie": admin.cookie}, R["data"]["ticket_id"],
+                                          args.pause)
     finally:
         server.stop()
     R["load_after"] = loadavg()
