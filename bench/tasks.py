@@ -104,7 +104,7 @@ def export_csv(args) -> None:
                 yield row
         with (out / "tickets.csv").open("wb") as fh:
             for chunk in export.csv_lines(export.TICKET_FIELDS,
-                                          count(map(export._ticket_row, export._tickets(user)))):
+                                          count(export._ticket_row(t, user) for t in export._tickets(user))):
                 fh.write(chunk)
         names: dict[int, list[str]] = {}
         for row in export._attachments(user):
