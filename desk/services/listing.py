@@ -96,15 +96,20 @@ class TicketFilters:
 EXACT_TYPES = ("choice", "date", "number", "checkbox")
 
 
+def filterable(fields: list) -> list:
+    """Of custom fields an agent sees, those a list may filter on: never an
+    encrypted one (a filter on it would reveal its values)."""
+    return [f for f in fields if not f.encrypted]
+
+
 def custom_filter_fields(agent: User, module: str = "tickets") -> list:
-    """The custom fields ``agent`` may filter on: visible, and not encrypted
-    (a filter on an encrypted field would reveal its values)."""
+    """The custom fields ``agent`` may filter on: visible, and ``filterable``."""
     from desk.models import CustomField
-    return [f for f in CustomField.select().where(CustomField.module == module,
-                                                   CustomField.deleted_at.is_null(),
-                                                   CustomField.encrypted == False)  # noqa: E712
-            .order_by(CustomField.position, CustomField.id)
-            if policy.visible(agent, module, f.name)]
+    visible = [f for f in CustomField.select().where(CustomField.module == module,
+                                                      CustomField.deleted_at.is_null())
+               .order_by(CustomField.position, CustomField.id)
+               if policy.visible(agent, module, f.name)]
+    return filterable(visible)
 
 
 def custom_condition(module: str, field, value: str):

@@ -16,6 +16,7 @@ from desk.forms.auth import EmptyForm
 from desk.forms.tickets import AgentReplyForm
 from desk.forms.tickets import TicketPropertiesForm
 from desk.services import custom_fields
+from desk.services import listing
 from desk.services import tickets as ticket_service
 from desk.web.fields import field_errors
 from desk.web.fields import posted_custom_values
@@ -37,7 +38,7 @@ def tickets():
     filters = filters_from.ticket_filters(request.args)
     page = ticket_service.agent_tickets(current_user, filters, page_number())
     pickable = custom_fields.list_columns(current_user, "tickets")
-    filterable = [f for f in pickable if not f.encrypted]  # as listing.custom_filter_fields
+    filterable = listing.filterable(pickable)
     columns, column_values = custom_fields.column_values(
         current_user, "tickets", [t.id for t in page.items], filters.columns, pickable)
     return render_template("agent/tickets.html", page=page, filters=filters,

@@ -19,6 +19,7 @@ from desk.forms.filters import search_arg
 from desk.forms.privacy import EraseForm
 from desk.forms.privacy import RetentionForm
 from desk.services import custom_fields
+from desk.services import listing
 from desk.services import erasure
 from desk.services import notices
 from desk.services import people_admin
@@ -52,7 +53,7 @@ def people(module: str):
     levels = (policy.field_levels(current_user, "contacts") if module == "contacts"
               else {"name": policy.EDIT, "email": policy.EDIT, "phone": policy.EDIT})
     pickable = custom_fields.list_columns(current_user, "contacts") if module == "contacts" else []
-    filterable = [f for f in pickable if not f.encrypted]
+    filterable = listing.filterable(pickable)
     columns, column_values = custom_fields.column_values(
         current_user, "contacts", [p.id for p in page.items], filters.columns, pickable)
     return render_template("agent/people.html", module=module, page=page, q=filters.q, fields=levels,
