@@ -336,3 +336,5 @@ def test_custom_fields_are_set_through_the_api_and_encrypted_ones_revealed_by_an
     assert resp.status_code == 201 and resp.json["custom_fields"] == {"tier": "gold"}
     resp = boss.patch(f"/api/v1/contacts/{resp.json['id']}", json={"custom_fields": {"tier": "silver"}})
     assert resp.status_code == 200 and resp.json["custom_fields"] == {"tier": "silver"}
+    listed = boss.get("/api/v1/contacts?q=Cy").json["items"]
+    assert [c["custom_fields"] for c in listed] == [{"tier": "silver"}]

@@ -196,7 +196,11 @@ def list_contacts(query: s.ContactQuery):
         after = data[1]
     rows = contact_service.find(user(), query.q, after, query.limit + 1)
     cursor = _encode("contacts", rows[query.limit - 1].id) if len(rows) > query.limit else None
-    return s.ContactList(items=[present.contact(user(), c) for c in rows[:query.limit]],
+    rows = rows[:query.limit]
+    pickable = custom_fields.list_columns(user(), "contacts")
+    _fields, values = custom_fields.column_values(user(), "contacts", [c.id for c in rows],
+                                                  tuple(f.key for f in pickable), pickable)
+    return s.ContactList(items=[present.contact(user(), c, values[c.id]) for c in rows],
                          next_cursor=cursor)
 
 
