@@ -119,11 +119,11 @@ def row_fixer(columns: Sequence[Column]) -> Callable[[Sequence], Sequence] | Non
 
 
 def write_csv(columns: Sequence[Column], rows: Iterable[Sequence], keys: bool = False,
-              bom: bool = True) -> Iterator[bytes]:
+              bom: bool = True, lineterminator: str = "\r\n") -> Iterator[bytes]:
     """The CSV file as bytes, header first, ``CHUNK_ROWS`` rows per chunk, in
     constant memory. ``rows`` hold one value per column, in column order."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, lineterminator=lineterminator)
 
     def take() -> bytes:
         text = buffer.getvalue()

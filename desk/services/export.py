@@ -12,6 +12,8 @@ from typing import Iterable, Iterator
 
 from flask import current_app
 from peewee import JOIN
+from peewee import SQL
+from peewee import fn
 
 from desk import audit
 from desk import policy
@@ -105,17 +107,18 @@ def _comments(user: User):
 def _attachments(user: User):
     """Files on the person's visible comments and tickets, or uploaded by them;
     nothing on a ticket or comment that is in the recycle bin."""
-    live_comments = Comment.select(Comment.id).where(Comment.deleted_at.is_null())
+    # Correlated EXISTS (one primary-key lookup a row), not ``IN (all live
+    # comments)``: inside an OR, PostgreSQL runs an IN list too large for its
+    # memory again for every row.
+    live_comment = Comment.select(SQL("1")).where(Comment.id == Attachment.comment, Comment.deleted_at.is_null())
+    live = Attachment.comment.is_null() | fn.EXISTS(live_comment)
     if not policy.sees_private_comments(user):
-        live_comments = live_comments.where(Comment.is_public == True)  # noqa: E712
-    visible = Attachment.comment.is_null() | Attachment.comment.in_(live_comments)
+        live_comment = live_comment.where(Comment.is_public == True)  # noqa: E712
+    visible = Attachment.comment.is_null() | fn.EXISTS(live_comment)
     mine = Attachment.ticket.in_(Ticket.select(Ticket.id).where(Ticket.requester == user.id,
                                                                 Ticket.deleted_at.is_null()))
     return (Attachment.select().where(Attachment.deleted_at.is_null(), Attachment.ticket.in_(_live_tickets()),
-                                      ((mine & visible) | (Attachment.uploader == user.id)),
-                                      Attachment.comment.is_null()
-                                      | Attachment.comment.in_(Comment.select(Comment.id)
-                                                               .where(Comment.deleted_at.is_null())))
+                                      ((mine & visible) | (Attachment.uploader == user.id)), live)
             .order_by(Attachment.id))
 
 

@@ -12,6 +12,7 @@ with ``register_columns``.
 from __future__ import annotations
 
 import json
+from itertools import chain
 from dataclasses import asdict
 from dataclasses import replace
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from desk import crypto
 from desk import policy
 from desk.audit import Actor
 from desk.db import is_postgres
+from desk.db import copy_csv
 from desk.db import stream_rows
 from desk.errors import NotFound
 from desk.models import AgentDepartment
@@ -277,8 +279,19 @@ class Export:
         rows = stream_rows(self.query)
         return map(self.fix, rows) if self.fix else rows
 
+    def copies(self) -> bool:
+        """Whether the database can write this CSV itself: on PostgreSQL, when
+        every cell is already what the file holds (``_cells_in_sql``) and no
+        row needs Python (opened sealed values, the audit log's changes)."""
+        return (is_postgres() and self.fix is None
+                and all(s.column.kind == PLAIN and s.column.convert is None for s in self.specs))
+
     def csv(self, keys: bool = False, rows=None) -> Iterator[bytes]:
-        return write_csv([s.column for s in self.specs], rows or self.tuples(), keys=keys)
+        columns = [s.column for s in self.specs]
+        if rows is None and self.copies():
+            # COPY ends lines with LF; the header follows suit.
+            return chain(write_csv(columns, (), keys=keys, lineterminator="\n"), copy_csv(self.query))
+        return write_csv(columns, rows or self.tuples(), keys=keys)
 
     def jsonl(self, rows=None) -> Iterator[bytes]:
         return write_jsonl([s.column for s in self.specs], rows or self.tuples())
