@@ -227,14 +227,18 @@ def main() -> int:
     parser.add_argument("--postgres", default=os.environ.get("BENCH_POSTGRES_URL", ""))
     parser.add_argument("--tries", type=int, default=3)
     parser.add_argument("--reuse", action="store_true", help="keep an instance generated before")
+    parser.add_argument("--postgres-only", action="store_true",
+                        help="measure PostgreSQL alone; print the figures, leave RESULTS.md as it is")
     args = parser.parse_args()
     load_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     out = OUT / "files"
     out.mkdir(parents=True, exist_ok=True)
     sq_dir = OUT / "sqlite"
     sq_url = f"sqlite:///{sq_dir / 'desk.db'}"
-    meta = generate(sq_url, sq_dir, args.scale, args.reuse)
-    results = measure("SQLite", sq_dir, sq_url, out, args.tries)
+    results: list[dict] = []
+    if not args.postgres_only:
+        meta = generate(sq_url, sq_dir, args.scale, args.reuse)
+        results = measure("SQLite", sq_dir, sq_url, out, args.tries)
     if args.postgres:
         pg_url = pg_database(args.postgres, "desk_bench_exports")
         if pg_url:
@@ -242,6 +246,9 @@ def main() -> int:
             generate(pg_url, pg_dir, args.scale, False)
             results += measure("PostgreSQL", pg_dir, pg_url, out, args.tries)
     load_end = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    if args.postgres_only:
+        print(json.dumps(results, indent=2))
+        return 0
     write_results(results, args.scale, meta, (load_start, load_end))
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     return 0

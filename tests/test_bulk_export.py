@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from desk.audit import SYSTEM
 from desk.audit import Actor
 from desk import jobs
 from desk.cli import cli
@@ -302,6 +303,73 @@ def test_a_killed_job_restarts_cleanly(big, tmp_path):
     ok, message = bulk_export.verify(tmp_path / "dl.zip")
     assert ok, message
     assert not (instance / "exports" / f".bulk-{row.id}.zip.enc.part").exists()
+
+
+def test_a_killed_job_resumes_from_the_module_files_it_finished(big, tmp_path):
+    """The job keeps each finished module file as an encrypted piece: after a
+    kill, the next run makes only the missing ones, then a valid ZIP; the
+    pieces are private while they exist and gone afterwards."""
+    from desk import crypto
+    app, instance, url, admin_id = big
+    with app.app_context():
+        db.connect(reuse_if_open=True)
+        row = bulk_export.start(User.get_by_id(admin_id))
+        db.close()
+    work = instance / "exports" / f".bulk-{row.id}.pieces"
+    with (tmp_path / "err").open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-c", JOB_SCRIPT, str(row.id)], cwd=ROOT,
+                                env=_env(instance, url), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        _kill_when(proc, work / bulk_export.CHECKPOINT, tmp_path)
+    done_before = json.loads((work / bulk_export.CHECKPOINT).read_text())
+    assert done_before and set(done_before) <= {f"{m}.{f}" for m in bulk_export.MODULES
+                                                for f in bulk_export.FORMATS}
+    kept = {name: (work / f"{name}.enc").stat() for name in done_before}
+    assert stat.S_IMODE(work.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(s.st_mode) == 0o600 for s in kept.values())
+    with app.app_context():
+        db.connect(reuse_if_open=True)
+        fresh = BulkExport.get_by_id(row.id)
+        assert fresh.status == "running" and fresh.wrapped_key
+        progress = bulk_export.Progress()
+        members = bulk_export._make_pieces(work, crypto.unwrap_export_key(fresh.wrapped_key), progress)
+        for name, before in kept.items():  # finished pieces were not made again
+            after = (work / f"{name}.enc").stat()
+            assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+        assert [m.name for m in members] == [f"{m}.{f}" for m in bulk_export.MODULES for f in bulk_export.FORMATS]
+        assert progress.rows_done == sum(json.loads((work / bulk_export.CHECKPOINT).read_text()).values())
+        assert bulk_export.run_pending() == 1
+        assert BulkExport.get_by_id(row.id).status == "done"
+        (tmp_path / "dl.zip").write_bytes(b"".join(bulk_export.download(User.get_by_id(admin_id), row.id)))
+        tickets = Ticket.select().where(Ticket.deleted_at.is_null()).count()
+        db.close()
+    ok, message = bulk_export.verify(tmp_path / "dl.zip")
+    assert ok, message
+    with zipfile.ZipFile(tmp_path / "dl.zip") as archive:
+        assert json.loads(archive.read("manifest.json"))["rows"]["tickets"] == tickets
+        assert len(list(csv.reader(io.StringIO(archive.read("tickets.csv").decode("utf-8-sig"))))) == tickets + 1
+    assert not work.exists()
+
+
+def test_an_erasure_while_the_job_is_killed_removes_its_pieces(big, tmp_path):
+    app, instance, url, admin_id = big
+    with app.app_context():
+        db.connect(reuse_if_open=True)
+        row = bulk_export.start(User.get_by_id(admin_id))
+        db.close()
+    work = instance / "exports" / f".bulk-{row.id}.pieces"
+    with (tmp_path / "err").open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-c", JOB_SCRIPT, str(row.id)], cwd=ROOT,
+                                env=_env(instance, url), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        _kill_when(proc, work / bulk_export.CHECKPOINT, tmp_path)
+    assert work.exists()
+    with app.app_context():
+        db.connect(reuse_if_open=True)
+        bulk_export.discard_for_erasure(SYSTEM)
+        assert not work.exists()
+        assert BulkExport.get_by_id(row.id).status == "queued"
+        db.close()
 
 
 def test_the_bulk_export_goes_through_the_file_store(make_app, store_settings, store_kind, request, tmp_path):

@@ -6,7 +6,9 @@ The same ``write_zip`` serves the background job (an admin starts it at
 /agent/settings/bulk-export; the file is stored encrypted in the data folder,
 downloadable until it expires) and the ``export`` command. Files are written
 under a temporary name and renamed when complete, so a kill never leaves a
-file that looks finished; the job simply starts over.
+file that looks finished. The command reads one snapshot of the database in
+one pass; the job keeps each finished module file as an encrypted piece, so a
+run after a kill resumes from the pieces it has.
 """
 from __future__ import annotations
 
@@ -142,10 +144,42 @@ def one_snapshot() -> Iterator[None]:
         yield
 
 
+@dataclass
+class Member:
+    """One module file of the ZIP: its name, its bytes (consumed once) and,
+    once they are consumed, how many rows it held."""
+
+    name: str
+    chunks: Iterable[bytes]
+    rows: Callable[[], int]
+
+
+def module_file(export: module_export.Export, fmt: str, progress: Progress | None) -> Member:
+    """A module's file in ``fmt`` (csv or jsonl), counting its rows as it goes."""
+    name = f"{export.module}.{fmt}"
+    if fmt == "csv" and export.copies():
+        return Member(name, _copied(export.csv(keys=True), export.rows, progress), lambda: export.rows)
+    tally = [0]
+    rows = _counted(export.tuples(), progress, tally)
+    chunks = export.csv(keys=True, rows=rows) if fmt == "csv" else export.jsonl(rows=rows)
+    return Member(name, chunks, lambda: tally[0])
+
+
+def _live_members(modules: Iterable[str], formats: Iterable[str], progress: Progress | None) -> Iterator[Member]:
+    formats = tuple(formats)
+    for module in modules:
+        export = module_export.full_export(module)
+        for fmt in formats:
+            yield module_file(export, fmt, progress)
+
+
 def write_zip(out: BinaryIO, modules: Iterable[str] = MODULES, formats: Iterable[str] = FORMATS,
-              with_files: bool = True, progress: Progress | None = None) -> dict:
+              with_files: bool = True, progress: Progress | None = None,
+              members: Iterable[Member] | None = None) -> dict:
     """Write the ZIP of everything to ``out`` (any writable binary stream, also
-    one that cannot seek); returns the manifest, which is its last member."""
+    one that cannot seek); returns the manifest, which is its last member.
+    The module files are read from the database in one snapshot, or taken
+    from ``members`` (the job's saved pieces)."""
     config = current_app.config
     manifest = {"desk_version": desk.__version__, "schema_version": max(applied(db.obj), default=0),
                 "region": config["REGION"],
@@ -161,18 +195,9 @@ def write_zip(out: BinaryIO, modules: Iterable[str] = MODULES, formats: Iterable
                     size += len(chunk)
             manifest["files"][name] = {"sha256": digest.hexdigest(), "size": size}
 
-        for module in modules:
-            export = module_export.full_export(module)
-            for fmt in formats:
-                if fmt == "csv" and export.copies():
-                    add(f"{module}.csv", _copied(export.csv(keys=True), export.rows, progress))
-                    manifest["rows"][module] = export.rows
-                    continue
-                tally = [0]
-                rows = _counted(export.tuples(), progress, tally)
-                add(f"{module}.{fmt}", export.csv(keys=True, rows=rows) if fmt == "csv"
-                    else export.jsonl(rows=rows))
-                manifest["rows"][module] = tally[0]
+        for member in members if members is not None else _live_members(modules, formats, progress):
+            add(member.name, member.chunks)
+            manifest["rows"][member.name.rsplit(".", 1)[0]] = member.rows()
         if with_files:
             for row in _attachments().iterator():
                 try:
@@ -251,6 +276,7 @@ def _unlink(path: Path) -> None:
 def _remove(config: dict, row: BulkExport) -> None:
     storage.of(config).delete(key_of(row))
     _unlink(part_of(config, row))
+    _remove_pieces(config, row)
 
 
 # -- the job ----------------------------------------------------------------------
@@ -290,46 +316,124 @@ def run_pending() -> int:
 
 
 def run(export_id: int) -> BulkExport:
-    """Make the export's encrypted ZIP: progress in its row, the file under a
-    temporary name until complete. Mails the admin who asked."""
+    """Make the export's encrypted ZIP, progress in its row. Resumable: each
+    module file is saved as an encrypted piece in the export's work folder
+    (``pieces_of``) as it is finished, so a run after a kill makes only the
+    pieces still missing, then puts the ZIP together (under a temporary name
+    until complete). Mails the admin who asked."""
     config = current_app.config
     row = BulkExport.get_by_id(export_id)
-    started = utcnow()
-    BulkExport.update(status=RUNNING, started_at=started, rows_done=0, files_done=0, error="").where(
-        BulkExport.id == row.id).execute()
+    work = pieces_of(config, row)
+    resuming = row.status == RUNNING and row.wrapped_key and (work / CHECKPOINT).exists()
+    if not resuming:
+        _remove_pieces(config, row)
+        key, wrapped = crypto.new_export_key()
+    else:
+        key, wrapped = crypto.unwrap_export_key(row.wrapped_key), row.wrapped_key
+    started = row.started_at if resuming else utcnow()
     rows_total, files_total = totals()
-    BulkExport.update(rows_total=rows_total, files_total=files_total).where(BulkExport.id == row.id).execute()
+    BulkExport.update(status=RUNNING, started_at=started, rows_done=0, files_done=0, error="",
+                      rows_total=rows_total, files_total=files_total, wrapped_key=wrapped).where(
+        BulkExport.id == row.id).execute()
     part = part_of(config, row)
 
     def report(p: Progress) -> None:
         _beside(lambda: BulkExport.update(rows_done=p.rows_done, files_done=p.files_done).where(
             BulkExport.id == row.id).execute())
 
-    key, wrapped = crypto.new_export_key()
+    progress = Progress(rows_total, files_total, report=report)
     try:
+        members = _make_pieces(work, key, progress)
         with private_file(part) as fh:
             writer = crypto.ExportWriter(fh, key)
-            write_zip(writer, progress=Progress(rows_total, files_total, report=report))
+            write_zip(writer, progress=progress, members=members)
             writer.close()
         with open(part, "rb") as fh:
             size = storage.of(config).put(key_of(row), fh)
         _unlink(part)
     except Exception as err:
         _remove(config, row)
-        BulkExport.update(status=FAILED, error=err.__class__.__name__, finished_at=utcnow()).where(
-            BulkExport.id == row.id).execute()
-        raise
+        failed = BulkExport.update(status=FAILED, error=err.__class__.__name__, finished_at=utcnow()).where(
+            BulkExport.id == row.id, BulkExport.status == RUNNING, BulkExport.started_at == started).execute()
+        if failed:
+            raise
+        return BulkExport.get_by_id(row.id)  # an erasure removed its pieces and queued it again
     days = int(config.get("BULK_EXPORT_DAYS", 7))
     finished = BulkExport.update(
         status=DONE, file_name=key_of(row), size=size, wrapped_key=wrapped,
         finished_at=utcnow(), expires_at=utcnow() + dt.timedelta(days=days),
         rows_done=rows_total, files_done=files_total,
     ).where(BulkExport.id == row.id, BulkExport.status == RUNNING, BulkExport.started_at == started).execute()
+    _remove_pieces(config, row)
     if not finished:  # an erasure asked for it to be made again meanwhile
         _remove(config, row)
         return BulkExport.get_by_id(row.id)
     _tell(BulkExport.get_by_id(row.id), config)
     return BulkExport.get_by_id(row.id)
+
+
+CHECKPOINT = "pieces.json"
+
+
+def pieces_of(config: dict, row: BulkExport) -> Path:
+    """The job's work folder: one encrypted piece per finished module file and
+    ``pieces.json`` naming them with their row counts (a dot name: no store
+    lists it; owner-only like the rest of the data folder)."""
+    return folder(config) / f".bulk-{row.id}.pieces"
+
+
+def _make_pieces(work: Path, key: bytes, progress: Progress) -> list[Member]:
+    """Every module file as an encrypted piece in ``work``, skipping those a
+    killed run already finished; each is written under a temporary name and
+    recorded in the checkpoint only once complete and on disk."""
+    work.mkdir(mode=0o700, exist_ok=True)
+    checkpoint = work / CHECKPOINT
+    done: dict[str, int] = json.loads(checkpoint.read_text()) if checkpoint.exists() else {}
+    for module in MODULES:
+        for fmt in FORMATS:
+            name = f"{module}.{fmt}"
+            piece = work / f"{name}.enc"
+            if name in done and piece.exists():
+                progress.add(rows=done[name])
+                continue
+            partial = work / f"{name}.enc.part"
+            with one_snapshot(), private_file(partial) as fh:
+                writer = crypto.ExportWriter(fh, key)
+                member = module_file(module_export.full_export(module), fmt, progress)
+                for chunk in member.chunks:
+                    writer.write(chunk)
+                writer.close()
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(partial, piece)
+            done[name] = member.rows()
+            _write_private(checkpoint, json.dumps(done).encode())
+    return [Member(name, _decrypted(work / f"{name}.enc", key), lambda n=rows: n) for name, rows in
+            ((f"{m}.{f}", done[f"{m}.{f}"]) for m in MODULES for f in FORMATS)]
+
+
+def _decrypted(path: Path, key: bytes) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        yield from crypto.decrypt_export(fh, key)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (a temporary file, renamed)."""
+    temporary = path.with_name(path.name + ".tmp")
+    with private_file(temporary) as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temporary, path)
+
+
+def _remove_pieces(config: dict, row: BulkExport) -> None:
+    work = pieces_of(config, row)
+    if work.exists():
+        for path in work.iterdir():
+            _unlink(path)
+        with contextlib.suppress(OSError):
+            work.rmdir()
 
 
 def _beside(work: Callable[[], object]) -> None:
@@ -401,6 +505,8 @@ def discard_for_erasure(actor: Actor) -> int:
     for row in BulkExport.select().where(BulkExport.status == DONE):
         _discard(row, DELETED, actor, "delete", "erasure")
         count += 1
+    for row in BulkExport.select().where(BulkExport.status.in_((QUEUED, RUNNING))):
+        _remove_pieces(current_app.config, row)  # they hold the person too
     redo = (BulkExport.update(status=QUEUED, started_at=None, rows_done=0, files_done=0)
             .where(BulkExport.status.in_((QUEUED, RUNNING))).execute())
     return count + redo
@@ -425,7 +531,7 @@ def command_output(out: str) -> Iterator[BinaryIO]:
             os.fsync(fh.fileno())
         os.replace(part, target)
     except BaseException:
-        _remove(part)
+        _unlink(part)
         raise
 
 
@@ -447,11 +553,9 @@ def export_command(out: BinaryIO, module: str | None, fmt: str | None, progress_
             last[0] = done
         progress = Progress(rows, files_total, report=report)
         if module:
-            export = module_export.full_export(module)
-            tally = [0]
-            rows_iter = _counted(export.tuples(), progress, tally)
-            for chunk in (export.csv(keys=True, rows=rows_iter) if formats[0] == "csv"
-                          else export.jsonl(rows=rows_iter)):
-                out.write(chunk)
-            return {"rows": {module: tally[0]}}
+            with one_snapshot():
+                member = module_file(module_export.full_export(module), formats[0], progress)
+                for chunk in member.chunks:
+                    out.write(chunk)
+            return {"rows": {module: member.rows()}}
         return write_zip(out, modules, formats, with_files=True, progress=progress)
