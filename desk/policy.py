@@ -118,6 +118,32 @@ def ticket_filter(user, selective: bool = False):
     return visible | assigned
 
 
+def sees_ticket(user, ticket) -> bool:
+    """``ticket_filter`` for one ticket already read (with its department
+    joined): the same rule, case by case, in Python. Keep the two together;
+    tests/test_policy checks they agree for every kind of user and ticket."""
+    from desk.models.people import SCOPE_ALL
+    from desk.models.people import SCOPE_ASSIGNED
+    if not _active(user):
+        return False
+    if user.kind == "end_user":
+        return ticket.requester_id == user.id
+    if not can(user, "tickets:view"):
+        return False
+    if is_admin(user):
+        return True
+    assigned = ticket.assignee_id is not None and ticket.assignee_id == user.id
+    scope = user.role.ticket_scope
+    if scope == SCOPE_ASSIGNED:
+        return assigned
+    department = ticket.department_id
+    if department is None or assigned:
+        return True
+    if scope == SCOPE_ALL:
+        return not ticket.department.is_private or department in department_ids(user)
+    return department in department_ids(user)
+
+
 def sees_private_comments(user) -> bool:
     """Private agent notes are for agents who may view comments, never end users."""
     return is_agent(user) and can(user, "comments:view")

@@ -1307,3 +1307,51 @@ def test_new_agent_page_creates_an_agent_with_role_and_departments(admin_browser
         resp = post(b, "/agent/settings/agents/new", pairs)
         assert 400 <= resp.status_code < 500, pairs
     assert User.select().count() == count
+
+
+def test_the_one_ticket_check_agrees_with_the_list_rule_for_every_user_and_ticket(ctx):
+    """get_ticket reads one ticket by id and asks policy.sees_ticket; lists use
+    policy.ticket_filter in SQL. For every kind of user (end users, agents of
+    each sharing scope, in and out of departments, private ones included,
+    without the view permission, deactivated, admins) and every kind of
+    ticket (no department, a public or private one, mine or not, assigned to
+    the agent or not), the two must give the same answer."""
+    def role(name, permissions, scope):
+        return audit.create(audit.SYSTEM, Role, name=name, permissions=json.dumps(sorted(permissions)),
+                            ticket_scope=scope, field_permissions="{}")
+    public, private, other_private = (factories.department("Public"), factories.department("Private"),
+                                      factories.department("Other private"))
+    for dept in (private, other_private):
+        audit.update(audit.SYSTEM, dept, is_private=True)
+    customer, stranger = factories.end_user(), factories.end_user()
+    users = [customer, stranger, factories.admin()]
+    for scope in ("all", "departments", "assigned"):
+        role(f"Scope {scope}", ["tickets:view", "comments:view"], scope)
+        for membership in ((), (public,), (private,), (public, private)):
+            agent = factories.agent(role=f"Scope {scope}")
+            for dept in membership:
+                audit.create(audit.SYSTEM, AgentDepartment, agent=agent.id, department=dept.id)
+            users.append(agent)
+    role("Blind", ["comments:view"], "all")
+    users.append(factories.agent(role="Blind"))
+    gone = factories.agent()
+    audit.update(audit.SYSTEM, gone, is_active=False)
+    users.append(gone)
+    tickets = []
+    for dept in (None, public, private, other_private):
+        for assignee in [None] + [u for u in users if u.kind != "end_user"][3:12]:
+            tickets.append(factories.ticket(customer, department=dept, assignee=assignee))
+    checked = 0
+    for user in users:
+        user = User.get_by_id(user.id)
+        for ticket in tickets:
+            listed = Ticket.select().where(Ticket.id == ticket.id, policy.ticket_filter(user)).exists()
+            try:
+                ticket_service.get_ticket(user, ticket.id)
+                found = True
+            except Exception as err:  # NotFound
+                assert err.__class__.__name__ == "NotFound"
+                found = False
+            assert found == listed, (user.email, user.kind, ticket.department_id, ticket.assignee_id)
+            checked += found
+    assert 0 < checked < len(users) * len(tickets)

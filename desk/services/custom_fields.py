@@ -21,6 +21,7 @@ from desk import audit
 from desk import crypto
 from desk import policy
 from desk.audit import Actor
+from desk.db import prepared
 from desk.errors import Conflict
 from desk.errors import InvalidInput
 from desk.errors import NotFound
@@ -61,12 +62,17 @@ class FieldErrors(InvalidInput):
 
 # -- definitions -------------------------------------------------------------------
 
-def live_fields(module: str, public_only: bool = False) -> list[CustomField]:
-    """The module's fields (not in the recycle bin), in their order."""
+@prepared(shape=("public_only",))
+def _live_fields(module, public_only):
     query = CustomField.select().where(CustomField.module == module, CustomField.deleted_at.is_null())
     if public_only:
         query = query.where(CustomField.public == True)  # noqa: E712
-    return list(query.order_by(CustomField.position, CustomField.id))
+    return query.order_by(CustomField.position, CustomField.id)
+
+
+def live_fields(module: str, public_only: bool = False) -> list[CustomField]:
+    """The module's fields (not in the recycle bin), in their order."""
+    return list(_live_fields.rows(module=module, public_only=public_only))
 
 
 def labels() -> dict[str, str]:
@@ -262,10 +268,14 @@ def _record_id(record) -> int:
     return record.id
 
 
-def _rows(module: str, record_id: int) -> dict[int, object]:
+@prepared(shape=("module",))
+def _values_of(record_id, module):
     model = VALUE_TABLES[module]
-    owner = getattr(model, _OWNER[module])
-    return {row.field_id: row for row in model.select().where(owner == record_id)}
+    return model.select().where(getattr(model, _OWNER[module]) == record_id)
+
+
+def _rows(module: str, record_id: int) -> dict[int, object]:
+    return {row.field_id: row for row in _values_of.rows(record_id=record_id, module=module)}
 
 
 def _clear(module: str, field: CustomField, row, record_id: int):

@@ -18,6 +18,7 @@ from flask_babel import lazy_gettext as _l
 from desk import audit
 from desk import crypto
 from desk.audit import Actor
+from desk.db import prepared
 from desk.db import write_transaction
 from desk.errors import NotFound
 from desk.models import BrowserSession
@@ -70,11 +71,21 @@ def _drop_lapsed(user: User, now: dt.datetime) -> None:
             BrowserSession.delete().where(BrowserSession.id == row.id).execute()
 
 
+@prepared()
+def _by_secret(digest):
+    return BrowserSession.select().where(BrowserSession.secret_hash == digest).limit(1)
+
+
+@prepared()
+def _user(user_id):
+    return User.select().where(User.id == user_id).limit(1)
+
+
 def _find(identity: str) -> BrowserSession | None:
     user_id, _, secret = (identity or "").partition(":")
     if not user_id.isdigit() or not secret:
         return None
-    row = BrowserSession.get_or_none(BrowserSession.secret_hash == crypto.session_digest(secret))
+    row = _by_secret.first(digest=crypto.session_digest(secret))
     if row is None or row.user_id != int(user_id):
         return None
     return row
@@ -92,7 +103,7 @@ def resume(identity: str, ip: str, user_agent: str) -> User | None:
         with write_transaction():
             BrowserSession.delete().where(BrowserSession.id == row.id).execute()
         return None
-    user = User.get_or_none(User.id == row.user_id)
+    user = _user.first(user_id=row.user_id)
     if user is None or user.deleted_at is not None or not user.is_active:
         return None
     # At most one write a minute, even for a browser that alternates between

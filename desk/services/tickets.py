@@ -13,6 +13,7 @@ from peewee import fn
 from desk import audit
 from desk import policy
 from desk.audit import Actor
+from desk.db import prepared
 from desk.errors import InvalidInput
 from desk.errors import NotFound
 from desk.errors import PermissionDenied
@@ -148,33 +149,44 @@ def status_counts(user: User) -> dict[str, int]:
     return counts
 
 
+@prepared()
+def _live_ticket(ticket_id):
+    return with_people(Ticket.select()).where(Ticket.id == ticket_id, Ticket.deleted_at.is_null()).limit(1)
+
+
 def get_ticket(user: User, ticket_id: int) -> Ticket:
     """The ticket if ``user`` may see it; NotFound otherwise (existence never leaks)."""
-    ticket = (with_people(Ticket.select())
-              .where(Ticket.id == ticket_id, Ticket.deleted_at.is_null(), policy.ticket_filter(user))
-              .first())
-    if ticket is None:
+    ticket = _live_ticket.first(ticket_id=int(ticket_id))
+    if ticket is None or not policy.sees_ticket(user, ticket):
         raise NotFound(_l("No such ticket."))
     return ticket
 
 
+@prepared(shape=("public_only",))
+def _thread(ticket_id, public_only):
+    query = (Comment.select(Comment, User).join(User, on=(Comment.author == User.id), attr="author")
+             .where(Comment.ticket == ticket_id, Comment.deleted_at.is_null())
+             .order_by(Comment.created_at, Comment.id))
+    return query.where(Comment.is_public == True) if public_only else query  # noqa: E712
+
+
+@prepared()
+def _ticket_attachments(ticket_id):
+    return (Attachment.select().where(Attachment.ticket == ticket_id, Attachment.deleted_at.is_null())
+            .order_by(Attachment.id))
+
+
 def thread(user: User, ticket: Ticket) -> list[Comment]:
     """The conversation the user may see, oldest first, with authors and files."""
-    query = (Comment.select(Comment, User).join(User, on=(Comment.author == User.id), attr="author")
-             .where(Comment.ticket == ticket.id, Comment.deleted_at.is_null())
-             .order_by(Comment.created_at, Comment.id))
-    if not policy.sees_private_comments(user):
-        query = query.where(Comment.is_public == True)  # noqa: E712
-    comments = list(query)
+    comments = list(_thread.rows(ticket_id=ticket.id, public_only=not policy.sees_private_comments(user)))
     files: dict[int, list[Attachment]] = {}
     if comments:
-        # One look-up by the thread's own ids (a prefetch would repeat the
-        # thread's query inside it).
-        for row in (Attachment.select()
-                    .where(Attachment.ticket == ticket.id, Attachment.deleted_at.is_null(),
-                           Attachment.comment.in_([c.id for c in comments]))
-                    .order_by(Attachment.id)):
-            files.setdefault(row.comment_id, []).append(row)
+        shown = {c.id for c in comments}
+        # One look-up of the ticket's files (a prefetch would repeat the
+        # thread's query inside it); files of comments not shown stay out.
+        for row in _ticket_attachments.rows(ticket_id=ticket.id):
+            if row.comment_id in shown:
+                files.setdefault(row.comment_id, []).append(row)
     for comment in comments:
         comment.attachments = files.get(comment.id, [])  # in place of the backref query
     return comments
@@ -182,8 +194,7 @@ def thread(user: User, ticket: Ticket) -> list[Comment]:
 
 def ticket_files(ticket: Ticket) -> list[Attachment]:
     """Files attached to the ticket itself (not to a comment)."""
-    return list(Attachment.select().where(Attachment.ticket == ticket.id, Attachment.comment.is_null(),
-                                          Attachment.deleted_at.is_null()).order_by(Attachment.id))
+    return [row for row in _ticket_attachments.rows(ticket_id=ticket.id) if row.comment_id is None]
 
 
 def reply(user: User, ticket_id: int, body: str, public: bool = True,
