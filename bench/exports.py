@@ -240,10 +240,12 @@ def main() -> int:
         meta = generate(sq_url, sq_dir, args.scale, args.reuse)
         results = measure("SQLite", sq_dir, sq_url, out, args.tries)
     if args.postgres:
-        pg_url = pg_database(args.postgres, "desk_bench_exports")
+        pg_dir = OUT / "postgres"
+        kept = args.reuse and (pg_dir / "bench.json").exists()
+        pg_url = (urlunsplit(urlsplit(args.postgres)._replace(path="/desk_bench_exports")) if kept
+                  else pg_database(args.postgres, "desk_bench_exports"))
         if pg_url:
-            pg_dir = OUT / "postgres"
-            generate(pg_url, pg_dir, args.scale, False)
+            generate(pg_url, pg_dir, args.scale, kept)
             results += measure("PostgreSQL", pg_dir, pg_url, out, args.tries)
     load_end = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     if args.postgres_only:

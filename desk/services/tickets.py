@@ -8,6 +8,11 @@ from __future__ import annotations
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from peewee import JOIN
+from peewee import OP
+from peewee import SQL
+from peewee import NodeList
+from peewee import Value
+from peewee import Expression
 from peewee import fn
 
 from desk import audit
@@ -30,6 +35,7 @@ from desk.services import custom_fields
 from desk.services import notifications
 from desk.services import submitted_forms
 from desk.services.listing import COUNT_CAP
+from desk.services.listing import PER_PAGE
 from desk.services.listing import Page
 from desk.services.listing import TicketFilters
 from desk.services.listing import page_of
@@ -128,24 +134,49 @@ def submit(user: User, subject: str, description: str, department_id=None,
     return ticket
 
 
+def _mine(query, user_id, status, pattern, by_status: bool, by_words: bool):
+    query = query.where(Ticket.requester == user_id, Ticket.deleted_at.is_null())
+    if by_status:
+        query = query.where(Ticket.status == status)
+    if by_words:  # what Ticket.subject.contains(words) writes, with the pattern given
+        query = query.where(Expression(Ticket.subject, OP.ILIKE,
+                                       NodeList((pattern, SQL("ESCAPE"), Value("\\", converter=False)))))
+    return query
+
+
+@prepared(shape=("by_status", "by_words"))
+def _my_page(user_id, status, pattern, limit, offset, by_status, by_words):
+    return (_mine(Ticket.select(), user_id, status, pattern, by_status, by_words)
+            .order_by(Ticket.updated_at.desc(), Ticket.id.desc()).limit(limit).offset(offset))
+
+
+@prepared(shape=("by_status", "by_words"))
+def _my_count(user_id, status, pattern, by_status, by_words):
+    return _mine(Ticket.select(fn.COUNT(Ticket.id)), user_id, status, pattern, by_status, by_words).tuples()
+
+
 def requester_tickets(user: User, status: str | None = None, q: str = "", page: int = 1) -> Page:
     """My Tickets: newest activity first, by status and words in the subject."""
-    query = Ticket.select().where(Ticket.requester == user.id, Ticket.deleted_at.is_null())
-    if status in STATUSES:
-        query = query.where(Ticket.status == status)
+    page = max(1, page)
     q = search_text(q)
-    if q:
-        query = query.where(Ticket.subject.contains(q))
-    return page_of(query.order_by(Ticket.updated_at.desc(), Ticket.id.desc()), page)
+    words = q.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    mine = {"user_id": user.id, "status": status or "", "pattern": f"%{words}%",
+            "by_status": status in STATUSES, "by_words": bool(q)}
+    items = list(_my_page.rows(**mine, limit=PER_PAGE, offset=(page - 1) * PER_PAGE))
+    return Page(items, page, _my_count.first(**mine)[0])
+
+
+@prepared()
+def _status_counts(user_id):
+    return (Ticket.select(Ticket.status, fn.COUNT(Ticket.id).alias("n"))
+            .where(Ticket.requester == user_id, Ticket.deleted_at.is_null())
+            .group_by(Ticket.status).tuples())
 
 
 def status_counts(user: User) -> dict[str, int]:
     """How many of the user's own tickets are in each status (one query)."""
     counts = dict.fromkeys(STATUSES, 0)
-    rows = (Ticket.select(Ticket.status, fn.COUNT(Ticket.id).alias("n"))
-            .where(Ticket.requester == user.id, Ticket.deleted_at.is_null())
-            .group_by(Ticket.status).tuples())
-    counts.update({status: n for status, n in rows})
+    counts.update({status: n for status, n in _status_counts.rows(user_id=user.id)})
     return counts
 
 
