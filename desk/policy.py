@@ -8,6 +8,7 @@ import functools
 import json
 from types import MappingProxyType
 
+from desk.db import Prepared
 from desk.errors import PermissionDenied
 
 MODULES = ("tickets", "comments", "contacts", "agents", "departments",
@@ -205,15 +206,22 @@ def module_fields(module: str) -> list[str]:
     from flask import has_request_context
     from flask import request
 
-    from desk.models import CustomField
-    key = ("module_fields", module)
     cache = request.environ.setdefault("desk.policy", {}) if has_request_context() else {}
-    if key not in cache:
-        custom = (CustomField.select(CustomField.key)
-                  .where(CustomField.module == module, CustomField.deleted_at.is_null())
-                  .order_by(CustomField.position, CustomField.id))
-        cache[key] = tuple(FIELDS.get(module, []) + [f"cf_{f.key}" for f in custom])
-    return list(cache[key])
+    if "module_fields" not in cache:
+        custom: dict[str, list[str]] = {}
+        for kind, key in _custom_field_keys.rows():
+            custom.setdefault(kind, []).append(f"cf_{key}")
+        cache["module_fields"] = custom
+    return FIELDS.get(module, []) + cache["module_fields"].get(module, [])
+
+
+def _live_custom_field_keys():
+    from desk.models import CustomField
+    return (CustomField.select(CustomField.module, CustomField.key).where(CustomField.deleted_at.is_null())
+            .order_by(CustomField.position, CustomField.id).tuples())
+
+
+_custom_field_keys = Prepared(_live_custom_field_keys)
 
 
 def all_fields() -> dict[str, list[str]]:

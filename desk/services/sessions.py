@@ -14,6 +14,7 @@ import datetime as dt
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
+from peewee import JOIN
 
 from desk import audit
 from desk import crypto
@@ -22,6 +23,7 @@ from desk.db import prepared
 from desk.db import write_transaction
 from desk.errors import NotFound
 from desk.models import BrowserSession
+from desk.models import Role
 from desk.models import User
 from desk.models import utcnow
 
@@ -78,7 +80,9 @@ def _by_secret(digest):
 
 @prepared()
 def _user(user_id):
-    return User.select().where(User.id == user_id).limit(1)
+    """The person with their role (read with them: every agent page asks for it)."""
+    return (User.select(User, Role).join(Role, JOIN.LEFT_OUTER, on=(User.role == Role.id), attr="role")
+            .where(User.id == user_id).limit(1))
 
 
 def _find(identity: str) -> BrowserSession | None:
