@@ -70,6 +70,8 @@ def test_controller_details_reach_the_public_privacy_page_and_the_csv(ctx):
     b = signed_in(ctx, admin)
     public = html(b.get("/privacy"))
     assert "Answering customers" in public and "The controller is" not in public
+    # the addresses and browser names kept for security are named too (Art. 13)
+    assert "network address (IP) and the browser name of each browser" in public
     resp = post_form(b, "/agent/privacy/processing", {
         "controller_name": "Acme Widgets Ltd", "controller_contact": "1 Main St, privacy@acme.example",
         "dpo_name": "Dana Protector", "dpo_contact": "dpo@acme.example",
