@@ -127,8 +127,10 @@ class Server:
     (master, workers and scheduler), as tests/serverproc.py does."""
 
     def __init__(self, name: str, data_dir: Path, url: str, workers: int, logs: Path,
-                 settle: float = 6, argv: list[str] | None = None, probe: str = "/healthz"):
+                 settle: float = 6, argv: list[str] | None = None, probe: str = "/healthz",
+                 extra_env: dict | None = None):
         self.name, self.data_dir, self.url, self.workers = name, data_dir, url, workers
+        self.extra_env = extra_env or {}
         self.settle = settle
         self.argv = argv or ["app.py", "run"]
         self.probe = probe
@@ -143,7 +145,7 @@ class Server:
     def start(self, timeout: float = 60) -> "Server":
         env = {k: v for k, v in os.environ.items() if not k.startswith("DESK_")}
         env.update(DESK_DATA_DIR=str(self.data_dir), DESK_DATABASE_URL=self.url,
-                   DESK_ARGON2_TIME_COST="1", DESK_ARGON2_MEMORY_COST="64")
+                   DESK_ARGON2_TIME_COST="1", DESK_ARGON2_MEMORY_COST="64", **self.extra_env)
         for attempt in range(3):
             self.port = free_port()
             self.out_path = self.logs / f"server-{self.name}-{self.port}.out"

@@ -72,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_KEEP": 7,  # scheduled backups kept; older ones are removed
     "WORKERS": 2,
     "THREADS": 4,
+    "WORKER_CLASS": "gthread",  # gunicorn's worker model: gthread or sync (bench/workers.py)
 }
 
 LANGUAGES = ("en", "zh_Hans")
