@@ -83,6 +83,8 @@ def run(ctx, host, port, cert, key, workers, no_scheduler) -> None:
         raise click.ClickException(f"cannot serve on {host}:{port}: {problem}")
     overrides = {"HTTPS": True} if cert else {}
     app = _app(ctx, **overrides)
+    if app.config["WORKER_CLASS"] not in ("gthread", "sync"):
+        raise click.UsageError("DESK_WORKER_CLASS is gthread or sync")
     scheme = "https" if cert else "http"
     with app.app_context():
         migrate(db.obj)
@@ -92,8 +94,6 @@ def run(ctx, host, port, cert, key, workers, no_scheduler) -> None:
         click.echo(f"\n  No administrator yet. Create one (link works once):\n"
                    f"  {scheme}://{shown}:{port}/setup/{token}\n")
     click.echo(f"desk serving on {scheme}://{host}:{port} (region {app.config['REGION']})")
-    if app.config["WORKER_CLASS"] not in ("gthread", "sync"):
-        raise click.UsageError("DESK_WORKER_CLASS is gthread or sync")
     serve(overrides, host, port, workers or app.config["WORKERS"], app.config["THREADS"],
           cert, key, scheduler=not no_scheduler, worker_class=app.config["WORKER_CLASS"])
 

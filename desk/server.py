@@ -103,7 +103,8 @@ def options(host: str, port: int, workers: int, threads: int, worker_class: str 
     return {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "threads": threads,
+        # gunicorn runs gthread workers whenever threads > 1, whatever the class.
+        "threads": 1 if worker_class == "sync" else threads,
         "worker_class": worker_class,
         "accesslog": "-",
         # No query strings or referrers in the access log: searches may name people.

@@ -434,3 +434,24 @@ def test_https_setup_link_uses_https(tls_server):
     assert match.group(1) == "https" and int(match.group(2)) == tls_server.port
     opener = tls_server.opener(context=verifying_context(tls_server.cert))
     assert request(opener, match.group(0))[0] == 200
+
+
+def test_the_worker_model_is_a_setting_and_a_wrong_one_is_refused(tmp_path):
+    """DESK_WORKER_CLASS=sync serves the pages like the default gthread
+    workers; anything else is a clear usage error before anything starts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESK_")}
+    env.update(DESK_DATA_DIR=str(tmp_path / "bad"), DESK_WORKER_CLASS="eventlet")
+    done = subprocess.run([sys.executable, "app.py", "run", "--port", "0"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "DESK_WORKER_CLASS is gthread or sync" in done.stderr
+    assert "serving" not in done.stdout
+    server = DeskServer(tmp_path / "instance", env={"DESK_WORKER_CLASS": "sync"}).start()
+    try:
+        opener = make_opener()
+        for path in ("/healthz", "/login", "/privacy"):
+            status, _headers, _body = request(opener, server.base_url + path)
+            assert status == 200, path
+        assert "sync" in server.stderr or "Booting worker" in server.stderr
+        assert "gthread" not in server.stderr
+    finally:
+        server.stop()
