@@ -58,6 +58,20 @@ def with_people(query):
             .join_from(Ticket, Department, JOIN.LEFT_OUTER, attr="department"))
 
 
+def _listed(query):
+    """``with_people`` with only the columns the desk's list shows: a row of
+    every column of the ticket, two people and a department costs peewee
+    more to turn into objects than the database takes to find the page."""
+    Assignee = User.alias()
+    return (query.select(Ticket.id, Ticket.subject, Ticket.status, Ticket.priority, Ticket.department,
+                         Ticket.requester, Ticket.assignee, Ticket.created_at, Ticket.updated_at,
+                         User.id, User.name, Assignee.id, Assignee.name, Department.id, Department.name)
+            .join_from(Ticket, User, on=(Ticket.requester == User.id), attr="requester")
+            .join_from(Ticket, Assignee, JOIN.LEFT_OUTER, on=(Ticket.assignee == Assignee.id),
+                       attr="assignee")
+            .join_from(Ticket, Department, JOIN.LEFT_OUTER, attr="department"))
+
+
 def public_departments() -> list[Department]:
     return list(Department.select().where(Department.is_private == False)  # noqa: E712
                 .order_by(Department.name))
@@ -278,7 +292,7 @@ def agent_tickets(agent: User, filters: TicketFilters, page: int = 1) -> Page:
     """The desk's ticket list (filters as defined in desk.services.listing)."""
     policy.require(agent, "tickets:view")
     query = ticket_query(agent, filters)
-    return page_of(with_people(query).order_by(*ticket_order(agent, filters)), page,
+    return page_of(_listed(query).order_by(*ticket_order(agent, filters)), page,
                    count_query=query, cap=COUNT_CAP)
 
 
