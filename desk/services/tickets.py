@@ -160,7 +160,10 @@ def _mine(query, user_id, status, pattern, by_status: bool, by_words: bool):
 
 @prepared(shape=("by_status", "by_words"))
 def _my_page(user_id, status, pattern, limit, offset, by_status, by_words):
-    return (_mine(Ticket.select(), user_id, status, pattern, by_status, by_words)
+    # Only what the page shows (the description can be long).
+    shown = Ticket.select(Ticket.id, Ticket.subject, Ticket.status, Ticket.requester, Ticket.created_at,
+                          Ticket.updated_at)
+    return (_mine(shown, user_id, status, pattern, by_status, by_words)
             .order_by(Ticket.updated_at.desc(), Ticket.id.desc()).limit(limit).offset(offset))
 
 
