@@ -23,6 +23,7 @@ from peewee import Model
 
 from desk import crypto
 from desk import textindex
+from desk.db import is_in
 from desk.db import is_postgres
 from desk.db import write_transaction
 from desk.models import AuditEntry
@@ -147,24 +148,49 @@ def _append(actor: Actor, action: str, record_type: str, record_id: str | None,
     return entry
 
 
+# The columns a bulk append writes, in this order (``_append_many``).
+_COLUMNS = ("seq", "created_at", "actor_id", "action", "record_type", "record_id", "subject_id",
+            "changes", "ip", "prev_hash", "hash", "key_id")
+
+
 def _append_many(actor: Actor, action: str, record_type: str, record_ids: list[str],
                  details: list[tuple[int | None, dict]] | None = None) -> None:
     """One entry per record, chained as ``_append`` would chain them, written
-    with one prepared INSERT run for every row and one update of the head
-    (building a statement per row would cost more than the purge itself).
-    ``details``: per record, its (subject id, changes); none by default."""
+    with one prepared INSERT run for every row and one update of the head.
+    What is the same for every entry (time, actor, key, the HMAC's key
+    schedule) is worked out once: no model object or statement per entry
+    (they would cost more than the purge itself). ``details``: per record,
+    its (subject id, changes); none by default."""
     head = _head()
     seq, prev, now = head.seq, head.hash, utcnow()
-    fields = [f for f in AuditEntry._meta.sorted_fields if f.name != "id"]
+    kid = crypto.audit_key_id()
+    mac = crypto.chain_macs(kid)
+    via = _channel.get()
+    ip = actor.ip
+    if ip and actor.user_id is not None:
+        ip = crypto.seal_for_subject(actor.user_id, ip)
+    actor_id = actor.user_id
+    created = now.isoformat()  # as _payload reads it back
+    created_db = AuditEntry.created_at.db_value(now)
+    no_changes = json.dumps({VIA: via} if via else {}, sort_keys=True)
+    dumps = json.dumps
     rows = []
     for i, record_id in enumerate(record_ids):
-        subject_id, changes = details[i] if details else (None, {})
-        entry = _entry(seq, prev, actor, action, record_type, record_id, subject_id, changes, now)
-        rows.append([f.db_value(entry.__data__.get(f.name)) for f in fields])
-        seq, prev = entry.seq, entry.hash
+        subject_id, changes = details[i] if details else (None, None)
+        if changes:
+            text = dumps({**changes, VIA: via} if via else changes, sort_keys=True)
+        else:
+            text = no_changes
+        seq += 1
+        payload = dumps([seq, created, actor_id, action, record_type, record_id, subject_id, text, ip],
+                        ensure_ascii=False)
+        link = mac(prev, payload)
+        rows.append((seq, created_db, actor_id, action, record_type, record_id, subject_id, text, ip,
+                     prev, link, kid))
+        prev = link
     database = AuditEntry._meta.database
-    marks = ", ".join([database.param] * len(fields))
-    columns = ", ".join(f'"{f.column_name}"' for f in fields)
+    marks = ", ".join([database.param] * len(_COLUMNS))
+    columns = ", ".join(f'"{AuditEntry._meta.fields[name].column_name}"' for name in _COLUMNS)
     database.cursor().executemany(
         f'INSERT INTO "{AuditEntry._meta.table_name}" ({columns}) VALUES ({marks})', rows)  # nosec B608
     AuditHead.update(seq=seq, hash=prev).where(AuditHead.id == 1).execute()
@@ -243,7 +269,7 @@ def purge(actor: Actor, model: type[BaseModel], ids: list[int]) -> int:
         return 0
     with _audited():
         textindex.removing(model._meta.table_name, ids, deleting=True)
-        count = model.delete().where(model._meta.primary_key.in_(ids)).execute()
+        count = model.delete().where(is_in(model._meta.primary_key, ids)).execute()
         _append_many(actor, "purge", model.__name__, [str(record_id) for record_id in ids])
     return count
 
