@@ -30,7 +30,9 @@ from typing import Iterator
 
 from flask import Flask
 from flask import request
+from peewee import SQL
 from peewee import DatabaseProxy
+from peewee import NodeList
 from peewee import PostgresqlDatabase
 from peewee import SqliteDatabase
 from playhouse.db_url import connect
@@ -282,6 +284,30 @@ def _wait_for_older_transactions(database, patience: float = 30.0) -> None:
     logging.getLogger(__name__).warning(
         "VACUUM FULL went ahead while a transaction older than %.0f s was still open: rows "
         "deleted meanwhile stay in the table files until the next VACUUM FULL", patience)
+
+
+@contextlib.contextmanager
+def roomy_cache(megabytes: int) -> Iterator[None]:
+    """A larger page cache for this connection while a batch job runs (SQLite):
+    its transactions touch pages all over the file, and with the default 2 MB
+    each batch reads pages again and spills them to the log before it commits."""
+    if not is_sqlite():
+        yield
+        return
+    before = db.execute_sql("PRAGMA cache_size").fetchone()[0]
+    db.execute_sql(f"PRAGMA cache_size = {-int(megabytes) * 1024}")
+    try:
+        yield
+    finally:
+        db.execute_sql(f"PRAGMA cache_size = {int(before)}")
+
+
+def is_in(column, values: list):
+    """``column IN (values)`` for a long list, built as one piece: peewee's own
+    ``in_`` makes and compiles a node per value, which cost more than running
+    the statement in the purge's batches. ``values`` must not be empty."""
+    marks = ", ".join([db.param] * len(values))
+    return NodeList((column, SQL(f"IN ({marks})", list(values))))
 
 
 _cursor_names = itertools.count(1)
