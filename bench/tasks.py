@@ -5,6 +5,7 @@
     python bench/tasks.py export-csv   --data-dir D --url U   # the export's own CSV writer only
     python bench/tasks.py query-counts --data-dir D --url U   # SQL statements per page + profile
     python bench/tasks.py anonymize    --data-dir D --url U   # erasure.anonymize_now(heavy user)
+    python bench/tasks.py purge        --data-dir D --url U   # purge.purge_expired, retention 1 day
 
 Each prints one line ``BENCHJSON {...}`` with its measurements.
 """
@@ -304,7 +305,44 @@ def anonymize(args) -> None:
           "peak_rss_kb": status_kb("VmHWM")})
 
 
-TASKS = {"export-zip": export_zip, "export-csv": export_csv, "query-counts": query_counts,
+# -- the purge ---------------------------------------------------------------------
+
+def purge_task(args) -> None:
+    """The purge of the recycle bin in-process (retention 1 day: every recycled
+    item of the bench data is due), without a server next to it; with
+    ``--profile`` also a cProfile of it (written to <out>/profile_purge.txt).
+    bench/run.py measures the same purge as a command while pages are loaded."""
+    app = make_app(args)
+    app.config["RETENTION_DAYS"] = 1
+    from desk import audit
+    from desk.db import db
+    from desk.services import purge
+    with app.app_context():
+        db.connect(reuse_if_open=True)
+        profiler = cProfile.Profile() if args.profile else None
+        started = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        report = purge.purge_expired(app.config)
+        if profiler:
+            profiler.disable()
+        elapsed = time.perf_counter() - started
+        ok, chain = audit.verify()
+    top = []
+    if profiler:
+        text = io.StringIO()
+        stats = pstats.Stats(profiler, stream=text)
+        stats.sort_stats("cumulative").print_stats(40)
+        stats.sort_stats("tottime").print_stats(25)
+        (Path(args.out) / "profile_purge.txt").write_text(text.getvalue())
+        top = _top(stats, 12)
+    items = report.tickets + report.comments
+    emit({"seconds": elapsed, "tickets": report.tickets, "comments": report.comments,
+          "files": report.files, "items": items, "items_per_s": items / elapsed if elapsed else None,
+          "audit_chain_ok": ok, "audit_chain": chain, "profile": top})
+
+
+TASKS = {"purge": purge_task, "export-zip": export_zip, "export-csv": export_csv, "query-counts": query_counts,
          "anonymize": anonymize}
 
 
@@ -314,6 +352,7 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--out", default=".", help="a file (export-zip) or folder for output")
+    parser.add_argument("--profile", action="store_true", help="purge: also a cProfile")
     args = parser.parse_args()
     TASKS[args.task](args)
 
