@@ -404,7 +404,7 @@ def test_a_persons_request_waits_for_an_administrator(ctx, admin, admin_browser,
     assert ErasureRequest.select().count() == 1
     req = ErasureRequest.get_by_id(req.id)
     assert (req.status, req.approved_by, req.requested_by, req.step) == (
-        DONE, admin.id, person.id, len(erasure.STEPS))
+        DONE, admin.id, person.id, erasure.COMPACTED)
     assert row(User, person.id)["name"] == f"Deleted user {person.id}"
     html = text(admin_browser.get("/agent/settings/erasure-requests"))
     assert "No requests waiting." in html and NAME not in html
@@ -483,7 +483,7 @@ def test_a_crashed_erasure_resumes_and_finishes_once(ctx, admin, person, other):
 
     assert erasure.resume_all() == 1
     req = ErasureRequest.get_by_id(req.id)
-    assert req.status == DONE and req.step == len(erasure.STEPS) and req.finished_at is not None
+    assert req.status == DONE and req.step == erasure.COMPACTED and req.finished_at is not None
     assert row(User, person.id)["name"] == f"Deleted user {person.id}"
     assert row(Ticket, theirs.id)["description"] == f"{NAME_REMOVED} is at {PHONE_REMOVED}."
     assert row(Comment, mention.id)["body"] == f"Also {EMAIL_REMOVED}."
@@ -498,6 +498,32 @@ def test_a_crashed_erasure_resumes_and_finishes_once(ctx, admin, person, other):
     erasure.run(req.id)
     assert erasure.resume_all() == 0
     assert snapshot() == before
+    ok, summary = audit.verify()
+    assert ok, summary
+
+
+def test_the_rebuild_follows_as_its_own_recorded_step_and_resumes(ctx, admin, person, other):
+    """The erasure is done when its changes are committed; the rebuild of the
+    database files follows as a step of its own, recorded per request ("compact"),
+    once for every request waiting (the purge anonymizes several people and
+    rebuilds once), and a rebuild a crash left waiting is done by resume_all."""
+    first = erasure.run(start_running(admin, person).id, rebuild=False)
+    second = erasure.run(start_running(admin, other).id, rebuild=False)
+    for req in (first, second):
+        assert (req.status, req.step) == (DONE, len(erasure.STEPS)) and req.finished_at is not None
+    assert row(User, person.id)["name"] == f"Deleted user {person.id}"
+    compacts = AuditEntry.select().where(AuditEntry.action == "compact")
+    assert compacts.count() == 0
+    assert erasure.resume_all() == 2
+    assert [ErasureRequest.get_by_id(r.id).step for r in (first, second)] == [erasure.COMPACTED] * 2
+    assert sorted((e.record_type, e.record_id) for e in compacts) == [
+        ("User", str(person.id)), ("User", str(other.id))]
+    assert all(json.loads(e.changes)["rebuilt"] is True for e in compacts)
+    if is_sqlite():
+        assert db.execute_sql("PRAGMA freelist_count").fetchone()[0] == 0
+    # Nothing waits any more: running it again rebuilds and records nothing.
+    assert erasure.resume_all() == 0 and erasure.compact_pending() == 0
+    assert compacts.count() == 2
     ok, summary = audit.verify()
     assert ok, summary
 
@@ -803,14 +829,18 @@ def raw_pages_postgres(database_url: str) -> bytes:
         conn.close()
 
 
+@pytest.mark.parametrize("rebuilt_by", ["erasure", "resume"])
 def test_proof_no_fragment_lingers_in_free_space_after_mail_about_them(ctx, database_url, admin,
-                                                                       admin_browser, person, other):
+                                                                       admin_browser, person, other,
+                                                                       monkeypatch, rebuilt_by):
     """secure_delete zeroes deleted cells, but not the unused space SQLite leaves
     inside live pages when it rebuilds them, and PostgreSQL keeps deleted rows
     in their pages as dead tuples: the security review found
     "harriet@example.com[#516] New reply: Order 115 for Harrie" there after an
     erasure. Queued and sent mail naming the person, churned among other
-    people's mail as a busy desk does, must leave no byte in the whole file."""
+    people's mail as a busy desk does, must leave no byte in the whole file.
+    The erasure commits, then rebuilds the files as a step of its own: right
+    away, or (``resume``: the process died in between) by the scheduled resume."""
     rng = random.Random(7)
     ids = []
     for i in range(1500):
@@ -828,9 +858,17 @@ def test_proof_no_fragment_lingers_in_free_space_after_mail_about_them(ctx, data
         assert found(b"".join(database_bytes(ctx, database_url).values()))  # the search does look
     else:
         assert found(raw_pages_postgres(database_url))
+    if rebuilt_by == "resume":
+        monkeypatch.setattr(erasure, "compact_pending", lambda: 0)  # dies before the rebuild
     resp = erase(admin_browser, person.id)
     assert resp.status_code == 302, text(resp)[:500]
-    assert ErasureRequest.get(ErasureRequest.user == person.id).status == DONE
+    req = ErasureRequest.get(ErasureRequest.user == person.id)
+    assert req.status == DONE
+    if rebuilt_by == "resume":
+        assert req.step == len(erasure.STEPS)  # done, the rebuild still waiting
+        monkeypatch.undo()
+        assert erasure.resume_all() == 1
+    assert ErasureRequest.get_by_id(req.id).step == erasure.COMPACTED
     # Other people's mail stays.
     assert MailMessage.select().where(MailMessage.recipient.startswith("someone")).count() > 1000
     if database_url.startswith("sqlite"):

@@ -158,21 +158,24 @@ def reject(admin: User, request_id: int, reason: str, ip: str = "") -> None:
     audit.update(Actor.of(admin, ip), req, status="rejected", reason=(reason or "")[:1000])
 
 
-def anonymize_now(actor: Actor, user: User) -> ErasureRequest:
-    """Used by the purge for people past retention: no guards beyond the data."""
+def anonymize_now(actor: Actor, user: User, rebuild: bool = True) -> ErasureRequest:
+    """Used by the purge for people past retention: no guards beyond the data.
+    ``rebuild``: as for ``run``."""
     with audit.transaction():
         req = _open_request(user) or audit.create(actor, ErasureRequest, user=user, mode=ANONYMIZE)
         audit.update(actor, req, status=RUNNING, started_at=utcnow())
-    return run(req.id)
+    return run(req.id, rebuild=rebuild)
 
 
 def resume_all() -> int:
-    """Finish every erasure a crash left running (a scheduled job)."""
+    """Finish every erasure a crash left running, and the rebuild of the
+    database files one left waiting (a scheduled job). Returns how many
+    requests it finished."""
     done = 0
     for req in ErasureRequest.select().where(ErasureRequest.status == RUNNING):
-        run(req.id)
+        run(req.id, rebuild=False)
         done += 1
-    return done
+    return max(done, compact_pending())  # each request run here waits for the rebuild too
 
 
 # -- the steps ------------------------------------------------------------------
@@ -415,42 +418,83 @@ def _step_exports(actor: Actor, req: ErasureRequest, user: User) -> None:
     bulk_export.discard_for_erasure(actor)
 
 
-def _step_compact(actor: Actor, req: ErasureRequest, user: User) -> None:
+def _compact(request_id: int) -> bool:
     """What the steps deleted or overwrote must not linger in the database
     files either (unused space of live pages, dead rows, the write-ahead log):
     rebuild the store, when it is small enough to do so without holding
     writers up for long. A larger one is rebuilt by the administrator in a
-    quiet hour (VACUUM), as the log says."""
+    quiet hour (VACUUM), as the log says.
+
+    It runs after the request is done (its work committed, the person gone
+    from every row), as a step of its own: ``compact_pending`` rebuilds once
+    for every request waiting for it and records that per request."""
     tables = db.get_tables()
     limit = current_app.config["ERASURE_COMPACT_MAX_MB"] * 1024 * 1024
     if store_size(tables) <= limit:
         compact(tables)
+        return True
     else:
         if is_sqlite():
             db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         log.warning("erasure request %s: the database is larger than ERASURE_COMPACT_MAX_MB and "
                     "was not rebuilt; run VACUUM (PostgreSQL: VACUUM FULL) in a quiet hour so "
-                    "deleted values leave its files", req.id)
+                    "deleted values leave its files", request_id)
+        return False
 
 
+# The steps that remove the person's data; the request is done when they are.
 STEPS = (_step_recycle, _step_files, _step_scrub, _step_traces, _step_profile, _step_keys,
-         _step_exports, _step_compact)
+         _step_exports)
+# Then the rebuild of the database files, once for every request done meanwhile.
+COMPACTED = len(STEPS) + 1
 
 
-def run(request_id: int) -> ErasureRequest:
-    """Run (or resume) the steps of a request; each completed step is saved."""
+def compact_pending() -> int:
+    """Rebuild the database files once for every done request that waits for
+    it (a crash between an erasure's commit and its rebuild leaves it waiting;
+    the purge anonymizes several people and rebuilds once). Each request
+    records it ("compact", and its step). Returns how many requests."""
+    waiting = list(ErasureRequest.select().where(ErasureRequest.status == DONE,
+                                                 ErasureRequest.step == len(STEPS))
+                   .order_by(ErasureRequest.id))
+    if not waiting:
+        return 0
+    rebuilt = _compact(waiting[-1].id)
+    done = 0
+    with audit.transaction():
+        for req in waiting:
+            req = ErasureRequest.get_by_id(req.id)  # another process may have recorded it meanwhile
+            if req.step != len(STEPS):
+                continue
+            actor = Actor(req.approved_by, "")
+            audit.update(actor, req, step=COMPACTED)
+            audit.record(actor, "compact", "User", req.user_id,
+                         details={"request": req.id, "rebuilt": rebuilt})
+            done += 1
+    return done
+
+
+def run(request_id: int, rebuild: bool = True) -> ErasureRequest:
+    """Run (or resume) the steps of a request; each completed step is saved.
+    The request is done when its data is gone (committed); then, unless
+    ``rebuild`` is False (the caller rebuilds later, once for several), the
+    database files are rebuilt right away (``compact_pending``)."""
     req = ErasureRequest.get_by_id(request_id)
     actor = Actor(req.approved_by, "")
     user = User.get_by_id(req.user_id)
-    while req.status == RUNNING and req.step < len(STEPS):
-        STEPS[req.step](actor, req, user)
+    while req.status == RUNNING:
+        if req.step < len(STEPS):  # (a request left at the end by an older version: just done)
+            STEPS[req.step](actor, req, user)
         user = User.get_by_id(req.user_id)
         with audit.transaction():
             if req.step + 1 < len(STEPS):
                 audit.update(actor, req, step=req.step + 1)
             else:
-                audit.update(actor, req, step=req.step + 1, status=DONE, finished_at=utcnow())
+                audit.update(actor, req, step=len(STEPS), status=DONE, finished_at=utcnow())
                 audit.record(actor, "erase", "User", user.id,
                              details={"mode": req.mode, "request": req.id})
                 subject_requests.settle(actor, erasure_request_id=req.id)
+    if rebuild and req.status == DONE and req.step == len(STEPS):
+        compact_pending()
+        req = ErasureRequest.get_by_id(request_id)
     return req

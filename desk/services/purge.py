@@ -148,11 +148,13 @@ def _anonymize_expired_people(limit, progress, renew) -> int:
     done = 0
     due_people = list(User.select().where(User.deleted_at < limit, User.anonymized_at.is_null()))
     for person in due_people:
-        erasure.anonymize_now(audit.SYSTEM, person)
+        erasure.anonymize_now(audit.SYSTEM, person, rebuild=False)
         done += 1
         renew()
         if progress:
             progress("people", 1)
+    if done:
+        erasure.compact_pending()  # one rebuild of the database files for all of them
     return done
 
 

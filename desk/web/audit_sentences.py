@@ -223,6 +223,14 @@ def _region(template) -> Callable:
                                          "source": _detail(view, "from", EMPTY)}
 
 
+def _compacted(view) -> str:
+    if _detail(view, "rebuilt", True) is False:
+        return _("The database files were not rebuilt after erasing %(record)s (larger than the "
+                 "limit): run VACUUM in a quiet hour", record=record_name(view))
+    return _("%(actor)s rebuilt the database files so that nothing erased of %(record)s lingers "
+             "in them", actor=_who(view), record=record_name(view))
+
+
 def _simple(template) -> Callable:
     return lambda view: str(template) % {"actor": _who(view), "record": record_name(view)}
 
@@ -236,6 +244,7 @@ SENTENCES: dict[str, Callable[[Any], str]] = {
     "scrub": _simple(_l("%(actor)s scrubbed personal data from %(record)s")),
     "anonymize": _simple(_l("%(actor)s anonymized %(record)s")),
     "erase": _simple(_l("%(actor)s finished erasing the personal data of %(record)s")),
+    "compact": _compacted,
     "revoke": _simple(_l("%(actor)s revoked %(record)s")),
     "remind": lambda v: (_simple(_l("%(actor)s reminded the administrators that %(record)s is not yet reported "
                                      "to the authority"))(v) if v.record["type"] == "Breach" else
