@@ -577,7 +577,8 @@ def main() -> int:
         R["batch"]["export_small"] = task("export-zip", small_dir, small_url, small_out / "export.zip")
     log("batch: anonymizing the heavy user")
     R["batch"]["anonymize"] = task("anonymize", sq_dir, sq_url, out)
-    log(f"  anonymize: {R['batch']['anonymize']['seconds']:.1f}s")
+    log(f"  anonymize: {R['batch']['anonymize']['seconds']:.1f}s in all, the erasure "
+        f"{R['batch']['anonymize'].get('erasure_seconds', 0):.2f}s")
 
     # -- PostgreSQL (scenario 5) ------------------------------------------------------------
     pg_url = None if args.no_pg else pg_database(args.pg_url, "desk_bench", create=True)
