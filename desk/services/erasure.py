@@ -20,6 +20,7 @@ from desk import policy
 from desk.audit import Actor
 from desk.db import compact
 from desk.db import db
+from desk.db import is_in
 from desk.db import is_sqlite
 from desk.db import store_size
 from desk.errors import Conflict
@@ -313,36 +314,44 @@ def _step_scrub(actor: Actor, req: ErasureRequest, user: User) -> None:
                | Ticket.select(Ticket.id).where(_candidates(Ticket, who))
                | Comment.select(Comment.ticket).where(_candidates(Comment, who)))
     last = 0
-    while True:
-        ids = [row[0] for row in Ticket.select(Ticket.id)
-               .where(Ticket.id.in_(threads), Ticket.id > last)
-               .order_by(Ticket.id).limit(BATCH).tuples()]
-        if not ids:
-            break
-        comments: dict[int, list[Comment]] = {}
-        for comment in Comment.select().where(Comment.ticket.in_(ids)).order_by(Comment.id):
-            comments.setdefault(comment.ticket_id, []).append(comment)
-        shred: dict[type, list[int]] = {Ticket: [], Comment: []}
-        scrubbed: dict[type, list[tuple[object, dict]]] = {Ticket: [], Comment: []}
-        for ticket in Ticket.select().where(Ticket.id.in_(ids)).order_by(Ticket.id):
-            thread = [ticket, *comments.get(ticket.id, [])]
-            about = ticket.requester_id == user.id or any(
-                who.mentions(getattr(row, name)) for row in thread for name in TEXT[type(row)])
-            if not about:
-                continue  # the index found a part of another word, not them
-            for row in thread:
-                values = {name: who.scrub(getattr(row, name), about_them=True)
-                          for name in TEXT[type(row)]}
-                values = {n: v for n, v in values.items() if v != getattr(row, n)}
-                if values:
-                    scrubbed[type(row)].append((row, values))
-                shred[type(row)].append(row.id)
-        with audit.transaction():
-            for model in (Ticket, Comment):
-                audit.scrub_many(actor, model, scrubbed[model])
-                crypto.destroy_record_keys(model.__name__, shred[model])
-        last = ids[-1]
+    # The threads are found once (the text index's look-up is the costly part),
+    # then once more for any thread made meanwhile, until none is new.
+    while found := [row[0] for row in Ticket.select(Ticket.id)
+                    .where(Ticket.id.in_(threads), Ticket.id > last)
+                    .order_by(Ticket.id).tuples()]:
+        for start in range(0, len(found), BATCH):
+            _scrub_threads(actor, user, who, found[start:start + BATCH])
+        last = found[-1]
     _scrub_registers(actor, user, who)
+
+
+def _scrub_threads(actor: Actor, user: User, who: Identifiers, ids: list[int]) -> None:
+    """One batch of threads (see ``_step_scrub``): read with only the columns
+    the scrub needs, written in bulk in one transaction."""
+    comments: dict[int, list[Comment]] = {}
+    for comment in (Comment.select(Comment.id, Comment.ticket, Comment.author, Comment.body)
+                    .where(is_in(Comment.ticket, ids)).order_by(Comment.id)):
+        comments.setdefault(comment.ticket_id, []).append(comment)
+    shred: dict[type, list[int]] = {Ticket: [], Comment: []}
+    scrubbed: dict[type, list[tuple[object, dict]]] = {Ticket: [], Comment: []}
+    for ticket in (Ticket.select(Ticket.id, Ticket.requester, Ticket.subject, Ticket.description)
+                   .where(is_in(Ticket.id, ids)).order_by(Ticket.id)):
+        thread = [ticket, *comments.get(ticket.id, [])]
+        about = ticket.requester_id == user.id or any(
+            who.mentions(getattr(row, name)) for row in thread for name in TEXT[type(row)])
+        if not about:
+            continue  # the index found a part of another word, not them
+        for row in thread:
+            values = {name: who.scrub(getattr(row, name), about_them=True)
+                      for name in TEXT[type(row)]}
+            values = {n: v for n, v in values.items() if v != getattr(row, n)}
+            if values:
+                scrubbed[type(row)].append((row, values))
+            shred[type(row)].append(row.id)
+    with audit.transaction():
+        for model in (Ticket, Comment):
+            audit.scrub_many(actor, model, scrubbed[model])
+            crypto.destroy_record_keys(model.__name__, shred[model])
 
 
 # Free text administrators type into the privacy registers.
