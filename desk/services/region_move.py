@@ -22,6 +22,7 @@ import json
 import os
 import zlib
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,12 +73,17 @@ class Report:
     rows: int = 0
     files: int = 0
     seconds: float = 0.0
+    copy_seconds: float = 0.0  # the bulk copy of the tables alone
     pause_seconds: float = 0.0
     catch_up_rounds: int = 0
 
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
+
+    @property
+    def copy_rows_per_second(self) -> float:
+        return self.rows / self.copy_seconds if self.copy_seconds else 0.0
 
 
 # -- state in both stores -------------------------------------------------------
@@ -262,31 +268,52 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
     target_files = regions.store_of(app.config, target)
     total = sum(replication.count_rows(src).values()) + replication.count_files(source_files)
     done = 0
+    counting = threading.Lock()
+
+    def files_copied(n: int) -> None:
+        nonlocal done
+        with counting:
+            done += n
 
     def step(n: int) -> None:
-        nonlocal done
-        done += n
+        files_copied(n)
         progress("copy", done, total)
         _checkpoint("mid-copy")
         if done % 50_000 < n:
             _record_progress("copy", done, total)
 
-    report.rows = replication.copy_tables(src, dst, step)
-    replication.rebuild_text_index(dst)
+    # The files are copied by threads of their own while the tables are (a
+    # file copy mostly waits for the disk, the tables for the databases).
     files = replication.FileSync(source_files, target_files)
-    files.sync(step)
+    file_copy = _Background(files.sync, files_copied)
+    indexing = None
+    try:
+        started_copy = time.monotonic()
+        report.rows = replication.copy_tables(src, dst, step)
+        report.copy_seconds = time.monotonic() - started_copy
+        # PostgreSQL builds the text indexes in the background meanwhile.
+        indexing = replication.TextIndexBuild(dst)
+        file_copy.wait()
+        # The first comparison, chunk by chunk, before the catch-up: every
+        # change since the copy's snapshot is in the journal, so the chunks it
+        # touches are among the changed keys the pause checks again.
+        _record_progress("verify", done, total)
+        progress("verify", 0, 1)
+        checked = replication.verify_all(src, dst)
+        indexing.wait()
+    except BaseException:
+        file_copy.join()  # before the stores are closed
+        if indexing is not None:
+            indexing.join()
+        raise
     _record_progress("catch-up", done, total)
+    changed_since: dict[str, set] = {}
     for report.catch_up_rounds in range(1, CATCH_UP_ROUNDS + 1):
-        replication.catch_up(src, dst)
+        _merge(changed_since, replication.catch_up(src, dst))
         files.sync()
         progress("catch-up", report.catch_up_rounds, CATCH_UP_ROUNDS)
         if replication.pending_changes(src) < SMALL_LAG:
             break
-    _record_progress("verify", done, total)
-    progress("verify", 0, 1)
-    checked = replication.verify_all(src, dst)
-    changed_since = replication.catch_up(src, dst)
-    files.sync()
     report.pause_seconds = _cut_over(app, src, dst, source, target, checked, changed_since, files)
     _checkpoint("after-switch")
     # An upload stores its file before its row waits at the gate: files that
@@ -296,6 +323,36 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
     report.files = len(files.seen)
     report.seconds = time.monotonic() - started
     return _finish(app, source, target, actor, report)
+
+
+class _Background:
+    """A call run by a thread of its own; ``wait`` joins it and raises what it raised."""
+
+    def __init__(self, call, *args):
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                call(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to wait()
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
+
+    def wait(self) -> None:
+        self.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def _merge(into: dict[str, set], changed: dict[str, set]) -> None:
+    for table, keys in changed.items():
+        into.setdefault(table, set()).update(keys)
 
 
 @contextlib.contextmanager
@@ -317,8 +374,7 @@ def _cut_over(app, src, dst, source: Region, target: Region, checked, changed_si
     """The write pause: last catch-up, verification, switch. Returns its length."""
     started = time.monotonic()
     with _paused(src):
-        for table, keys in replication.catch_up(src, dst).items():
-            changed_since.setdefault(table, set()).update(keys)
+        _merge(changed_since, replication.catch_up(src, dst))
         files.sync(delete=True)
         _checkpoint("in-pause")
         problems = replication.verify_final(src, dst, checked, changed_since) + files.differences()

@@ -12,7 +12,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import io
 import json
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -26,12 +30,16 @@ from desk.models import ALL_MODELS
 from desk.models import RegionJournal
 from desk.models import RegionState
 from desk.models.search import INDEXED
+from desk.models.search import ddl as text_index_ddl
 from desk.models.search import fts_table
+from desk.models.search import trigram_index
 from desk.services import storage
 from desk.textindex import CASCADES
 
 BATCH = 5000
+BULK_BATCH = 20000  # rows per COPY into an empty PostgreSQL table
 CHUNK = 2000  # rows per checksum chunk
+FILE_THREADS = 8  # files copied at once
 FILE_AREAS = ("attachments", "outbox", "exports")
 NOT_COPIED = {RegionState, RegionJournal}
 MOVED_MESSAGE = "desk: this data store has moved to another region; writes go to the new store"
@@ -197,6 +205,114 @@ def _upsert_sql(t: Table, param: str) -> str:
     return f'INSERT INTO "{t.name}" ({cols}) VALUES {values} ON CONFLICT ({t.quoted(t.pk)}) {action}'  # nosec B608
 
 
+# -- rows as SQL builds them ---------------------------------------------------
+# The bulk copy and the checksums have each database turn a row into text
+# itself, so that Python never touches a value: no per-cell conversion.
+
+_INT_TYPES = {"INT", "INTEGER", "BIGINT", "SMALLINT", "AUTO", "BIGAUTO"}
+_TEXT_TYPES = {"VARCHAR", "TEXT", "CHAR"}
+
+
+def _kind(field) -> str:
+    """int, text, bool, time, blob, float or other (a column type the SQL
+    forms below do not know)."""
+    ftype = str(field.field_type).upper()
+    if ftype in _INT_TYPES:
+        return "int"
+    if ftype in _TEXT_TYPES:
+        return "text"
+    return {"BOOL": "bool", "DATETIME": "time", "BLOB": "blob",
+            "FLOAT": "float", "DOUBLE": "float", "REAL": "float"}.get(ftype, "other")
+
+
+def _quoted_text(column: str) -> str:
+    return f"""'"' || replace({column}, '"', '""') || '"'"""
+
+
+def _csv_line(database, t: Table) -> str | None:
+    """An SQL expression (for ``database``, the source) giving each row of
+    ``t`` as one line of PostgreSQL's COPY CSV format: NULL is an empty field,
+    text is always quoted (so an empty text is ""), booleans t/f, times as
+    text, blobs as \\x hex, floats with every digit. None when a column has a
+    type this does not know."""
+    pg = is_postgres(database)
+    parts = []
+    for f in t.fields:
+        c, kind = f'"{f.column_name}"', _kind(f)
+        if kind == "int":
+            value = f"CAST({c} AS TEXT)"
+        elif kind == "text" or (kind == "time" and not pg):
+            value = _quoted_text(c)
+        elif kind == "time":
+            value = f"CAST({c} AS TEXT)"
+        elif kind == "bool":
+            value = f"CASE WHEN {c} THEN 't' WHEN NOT {c} THEN 'f' END"
+        elif kind == "blob":
+            value = f"'\\x' || encode({c}, 'hex')" if pg else f"'\\x' || lower(hex({c}))"
+        elif kind == "float":
+            value = f"CAST({c} AS TEXT)" if pg else f"printf('%!.17g', {c})"
+        else:
+            return None
+        parts.append(f"COALESCE({value}, '')")
+    return " || ',' || ".join(parts)
+
+
+def _canonical(database, t: Table) -> str | None:
+    """An SQL expression giving each row of ``t`` as text that is the same on
+    SQLite and PostgreSQL for the same values: columns joined by commas, NULL
+    as ~, integers in decimal, text as its length, a colon and itself,
+    booleans 1/0, times as YYYY-MM-DD HH:MM:SS.ffffff (SQLite keeps them as
+    ISO text, with or without the microseconds), blobs in lower-case hex.
+    None when a column has a type this does not know (floats print
+    differently in the two engines): such a table is checked in Python."""
+    pg = is_postgres(database)
+    parts = []
+    for f in t.fields:
+        c, kind = f'"{f.column_name}"', _kind(f)
+        if kind == "int":
+            part = f"COALESCE(CAST({c} AS TEXT), '~')" if pg else f"COALESCE({c}, '~')"
+        elif kind == "text":
+            part = f"COALESCE(length({c}) || ':' || {c}, '~')"
+        elif kind == "bool":
+            part = f"CASE WHEN {c} THEN '1' WHEN NOT {c} THEN '0' ELSE '~' END"
+        elif kind == "time" and pg:
+            part = f"COALESCE(to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US'), '~')"
+        elif kind == "time":
+            part = (f"COALESCE(CASE WHEN length({c}) = 26 AND substr({c}, 11, 1) = ' ' THEN {c} "
+                    f"ELSE substr({c}, 1, 10) || ' ' || substr({c}, 12) || substr('.000000', length({c}) - 18) "
+                    "END, '~')")
+        elif kind == "blob":
+            part = f"COALESCE(encode({c}, 'hex'), '~')" if pg else f"COALESCE(lower(hex({c})), '~')"
+        else:
+            return None
+        parts.append(part)
+    return " || ',' || ".join(parts)
+
+
+def _batches(src, t: Table, select: str, batch: int) -> Iterator[list[tuple]]:
+    """The rows of ``select`` (the key columns first, then anything) over
+    ``t`` in primary-key order, ``batch`` at a time."""
+    param = _param(src)
+    order = t.quoted(t.pk)
+    width = len(t.pk)
+    last = None
+    while True:
+        if last is None:
+            where, params = "", []
+        elif width == 1:
+            where, params = f'WHERE "{t.pk[0]}" > {param}', list(last)
+        else:
+            where, params = f"WHERE ({order}) > ({', '.join(param for _ in t.pk)})", list(last)
+        rows = src.execute_sql(f'SELECT {order}, {select} FROM "{t.name}" {where} '  # nosec B608
+                               f"ORDER BY {order} LIMIT {int(batch)}", params).fetchall()
+        if not rows:
+            return
+        last = rows[-1][:width]
+        yield rows
+
+
+# -- writing -------------------------------------------------------------------
+
 def write_rows(dst, t: Table, rows: list[tuple]) -> None:
     """Insert or overwrite ``rows`` (already converted) in ``dst``'s table."""
     if not rows:
@@ -300,36 +416,152 @@ def count_rows(database) -> dict[str, int]:
             for t in tables()}
 
 
+def _is_empty(database, t: Table) -> bool:
+    return database.execute_sql(f'SELECT 1 FROM "{t.name}" LIMIT 1').fetchone() is None  # nosec B608
+
+
+def _quote_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _CopyWriter:
+    """COPY of one batch after another into the target by a thread of its
+    own, while the caller reads the next batch from the source (each side
+    mostly waits for its database). ``close`` waits for the last batch and
+    raises what went wrong."""
+
+    def __init__(self, cursor, command: str):
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(cursor, command), daemon=True)
+        self.thread.start()
+
+    def _run(self, cursor, command: str) -> None:
+        while (data := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    cursor.copy_expert(command, io.StringIO(data))
+                except BaseException as exc:  # noqa: BLE001 - raised by put/close
+                    self.error = exc
+
+    def put(self, data: str) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(data)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _bulk_copy(src, dst, t: Table, line: str, batch: int) -> int:
+    """Copy every row of ``t`` into the empty PostgreSQL table in one
+    transaction of ``dst``, by COPY, with the table's foreign keys and
+    secondary indexes set aside meanwhile and put back after (each checked
+    and built once, instead of once per row). The trigram text indexes are
+    left to build_text_index. A kill rolls it all back: the table is empty
+    again, its keys and indexes in place."""
+    fks = dst.execute_sql(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND contype = 'f' ORDER BY conname", (_quote_name(t.name),)).fetchall()
+    indexes = dst.execute_sql(
+        "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "WHERE x.indrelid = %s::regclass AND NOT x.indisprimary "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) "
+        "ORDER BY i.relname", (_quote_name(t.name),)).fetchall()
+    later = {trigram_index(t.name, c) for c in INDEXED.get(t.name, ())}
+    table = _quote_name(t.name)
+    copied = 0
+    with dst.atomic():
+        for name, _definition in fks:
+            dst.execute_sql(f"ALTER TABLE {table} DROP CONSTRAINT {_quote_name(name)}")
+        for name, _definition in indexes:
+            dst.execute_sql(f"DROP INDEX {_quote_name(name)}")
+        width = len(t.pk)
+        writer = _CopyWriter(dst.cursor(), f"COPY {table} ({t.quoted(t.columns)}) FROM STDIN WITH (FORMAT csv)")
+        try:
+            for rows in _batches(src, t, line, batch):
+                writer.put("\n".join([r[width] for r in rows]) + "\n")
+                copied += len(rows)
+        finally:
+            writer.close()
+        for name, definition in fks:
+            dst.execute_sql(f"ALTER TABLE {table} ADD CONSTRAINT {_quote_name(name)} {definition}")
+        for name, definition in indexes:
+            if name not in later:
+                dst.execute_sql(definition)
+    return copied
+
+
 def copy_tables(src, dst, progress: Progress, batch: int = BATCH) -> int:
     """Copy every table from one snapshot of ``src``, in primary-key batches.
-    Idempotent (rows are upserted), so a killed copy simply runs again."""
+
+    An empty table of a PostgreSQL target is filled by COPY in one
+    transaction (_bulk_copy); anything else (a SQLite target, a table a killed
+    copy had filled) is upserted batch by batch, so a killed copy simply runs
+    again."""
     convert = _converter(src, dst)
-    param = _param(src)
     total = 0
     with snapshot(src):
         for t in tables():
+            line = _csv_line(src, t) if is_postgres(dst) else None
+            if line is not None and _is_empty(dst, t):
+                n = _bulk_copy(src, dst, t, line, max(batch, BULK_BATCH))
+                total += n
+                if n:
+                    progress(n)
+                continue
             fix = convert(t)
-            order = t.quoted(t.pk)
-            last = None
-            while True:
-                if last is None:
-                    where, params = "", []
-                elif len(t.pk) == 1:
-                    where, params = f'WHERE "{t.pk[0]}" > {param}', list(last)
-                else:
-                    where = f"WHERE ({order}) > ({', '.join(param for _ in t.pk)})"
-                    params = list(last)
-                rows = src.execute_sql(
-                    f'SELECT {t.quoted(t.columns)} FROM "{t.name}" {where} ORDER BY {order} '  # nosec B608
-                    f"LIMIT {int(batch)}", params).fetchall()
-                if not rows:
-                    break
+            width = len(t.pk)
+            for rows in _batches(src, t, t.quoted(t.columns), batch):
                 with dst.atomic():
-                    write_rows(dst, t, [fix(r) for r in rows])
-                last = _pk_of(t, rows[-1])
+                    write_rows(dst, t, [fix(r[width:]) for r in rows])
                 total += len(rows)
                 progress(len(rows))
     return total
+
+
+class TextIndexBuild:
+    """The text index of a target after the bulk copy. SQLite: the FTS5
+    tables rebuilt, at once. PostgreSQL: each trigram GIN index (left out of
+    the bulk copy) built by a thread of its own on a connection of its own,
+    while the move goes on with the files and the first verification;
+    ``wait`` before changing those tables again (a build holds a lock that
+    makes writers wait anyway). Idempotent: indexes already there are kept."""
+
+    def __init__(self, dst):
+        self.dst = dst
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+        if not is_postgres(dst):
+            rebuild_text_index(dst)
+            return
+        statements = text_index_ddl(dst)
+        dst.execute_sql(statements[0])  # the extension
+        for statement in statements[1:]:
+            thread = threading.Thread(target=self._build, args=(statement,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _build(self, statement: str) -> None:
+        try:
+            with self.dst.connection_context():
+                self.dst.execute_sql(statement)
+        except BaseException as exc:  # noqa: BLE001 - handed to wait()
+            self.errors.append(exc)
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join()
+        self.threads = []
+
+    def wait(self) -> None:
+        self.join()
+        if self.errors:
+            error, self.errors = self.errors[0], []
+            raise error
 
 
 def reset_sequences(dst) -> None:
@@ -391,6 +623,7 @@ def catch_up(src, dst) -> dict[str, set]:
 # -- verification --------------------------------------------------------------
 
 def _normalizer(t: Table) -> Callable[[tuple], str]:
+    """A row as canonical JSON, made in Python (tables _canonical cannot do)."""
     kinds = []
     for f in t.fields:
         if isinstance(f, BooleanField):
@@ -406,18 +639,37 @@ def _normalizer(t: Table) -> Callable[[tuple], str]:
                                   ensure_ascii=False)
 
 
-def _digest(database, t: Table, where: str = "", params: Iterable = ()) -> tuple[int, str]:
-    norm = _normalizer(t)
-    h = hashlib.sha256()
-    n = 0
-    cursor = database.execute_sql(
-        f'SELECT {t.quoted(t.columns)} FROM "{t.name}" {where} ORDER BY {t.quoted(t.pk)}',  # nosec B608
-        list(params))
-    for row in cursor:
-        h.update(norm(row).encode())
-        h.update(b"\n")
+def _row_hash(text: str) -> int:
+    """The first 60 bits of the MD5 of a row's canonical text (a checksum)."""
+    return int(hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:15], 16)
+
+
+def _digest(database, t: Table, where: str = "", params: Iterable = ()) -> tuple[int, int]:
+    """The row count and a checksum of every column of the rows of ``t``
+    (``where`` selects some): the sum of each row's _row_hash of its
+    _canonical text, which does not depend on the order rows come in.
+    PostgreSQL computes it by itself; SQLite makes the text and Python hashes
+    it (SQLite has no MD5)."""
+    canonical = _canonical(database, t)
+    if canonical is None:
+        norm = _normalizer(t)
+        rows = database.execute_sql(f'SELECT {t.quoted(t.columns)} FROM "{t.name}" {where}',  # nosec B608
+                                    list(params))
+        n = total = 0
+        for row in rows:
+            total += _row_hash(norm(row))
+            n += 1
+        return n, total
+    if is_postgres(database):
+        n, total = database.execute_sql(
+            f"SELECT COUNT(*), COALESCE(SUM(('x' || substr(md5({canonical}), 1, 15))::bit(60)::bigint), 0) "  # nosec B608
+            f'FROM "{t.name}" {where}', list(params)).fetchone()
+        return n, int(total)
+    n = total = 0
+    for (text,) in database.execute_sql(f'SELECT {canonical} FROM "{t.name}" {where}', list(params)):  # nosec B608
+        total += _row_hash(text)
         n += 1
-    return n, h.hexdigest()
+    return n, total
 
 
 def chunks(database, t: Table, size: int = CHUNK) -> list[tuple[int, int]]:
@@ -447,13 +699,22 @@ def verify_all(src, dst) -> Verification:
     """Compare every table chunk by chunk (while writes may still go on:
     differing chunks are rechecked during the pause)."""
     ranges, differing = {}, {}
-    for t in tables():
-        if not t.int_pk:
-            continue
-        ranges[t.name] = chunks(src, t)
-        differing[t.name] = {r for r in ranges[t.name]
-                             if range_digest(src, t, *r) != range_digest(dst, t, *r)}
+    # The target's side is read by a thread of its own meanwhile (each
+    # database does its own work; the threads mostly wait for them).
+    with ThreadPoolExecutor(1) as other:
+        for t in tables():
+            if not t.int_pk:
+                continue
+            ranges[t.name] = chunks(src, t)
+            theirs = other.submit(_range_digests, dst, t, ranges[t.name])
+            ours = [range_digest(src, t, *r) for r in ranges[t.name]]
+            differing[t.name] = {r for r, a, b in zip(ranges[t.name], ours, theirs.result()) if a != b}
     return Verification(ranges, differing)
+
+
+def _range_digests(database, t: Table, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    with database.connection_context():
+        return [range_digest(database, t, *r) for r in ranges]
 
 
 def verify_final(src, dst, checked: Verification, changed_since: dict[str, set]) -> list[str]:
@@ -500,6 +761,18 @@ def _sha256(store, key: str) -> str:
     return h.hexdigest()
 
 
+class _Hashing:
+    """A readable stream that hashes what is read through it."""
+
+    def __init__(self, raw, h):
+        self.raw, self.h = raw, h
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.h.update(data)
+        return data
+
+
 class FileSync:
     """Copies the objects of a store's areas (desk.services.storage) to
     another store, each copy checked by SHA-256, and remembers what it copied
@@ -509,24 +782,30 @@ class FileSync:
         self.source, self.target = source, target
         self.seen: dict[str, int] = {}
 
-    def _copy(self, key: str) -> None:
-        expected = _sha256(self.source, key)
-        if self.target.exists(key) and _sha256(self.target, key) == expected:
-            return
-        storage.copy(self.source, key, self.target)
-        if _sha256(self.target, key) != expected:
+    def _copy(self, key: str) -> str:
+        """Copy one object unless the target holds the same bytes: the source
+        is read once (hashed as it is copied), the copy read back once."""
+        if (self.target.exists(key) and self.target.size(key) == self.source.size(key)
+                and _sha256(self.target, key) == _sha256(self.source, key)):
+            return key
+        h = hashlib.sha256()
+        with self.source.open(key) as fh:
+            self.target.put(key, _Hashing(fh, h))
+        if _sha256(self.target, key) != h.hexdigest():
             self.target.delete(key)
             raise storage.StorageError(f"the copy of {key} does not match its SHA-256")
+        return key
 
     def sync(self, progress: Progress = lambda n: None, delete: bool = False) -> int:
         """Copy what is new or changed since the last round; with ``delete``
         also remove target objects that are gone from the source."""
         objects = _objects(self.source)
+        todo = [key for key, size in objects.items() if self.seen.get(key) != size]
         done = 0
-        for key, size in objects.items():
-            if self.seen.get(key) != size:
-                self._copy(key)
-                self.seen[key] = size
+        # Several at once: a copy mostly waits for the disk (each write is synced).
+        with ThreadPoolExecutor(FILE_THREADS) as pool:
+            for key in pool.map(self._copy, todo):
+                self.seen[key] = objects[key]
                 done += 1
                 progress(1)
         if delete:
