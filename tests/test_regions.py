@@ -197,6 +197,72 @@ def test_a_move_copies_every_row_and_file_then_switches(make_app, backend, targe
     old.close_all()
 
 
+def test_the_checksums_agree_across_engines_and_see_any_change(make_app, backend, tmp_path, pg_store):
+    """The checksum of every column is computed by each database from a
+    canonical text: equal data gives equal sums on SQLite and PostgreSQL
+    (times with and without microseconds, NULLs, booleans, text with commas,
+    colons, quotes, newlines, tabs, backslashes, Chinese, empty text), and
+    any changed value changes it."""
+    app = make_app()
+    source_url = app.config["DATABASE_URL"]
+    target = target_url("postgres" if backend == "sqlite" else "sqlite", tmp_path, pg_store)
+    (tmp_path / "target").mkdir()
+    src, dst = open_database(source_url), open_database(target)
+    try:
+        from desk.migrations import migrate
+        migrate(dst)
+        p = "?" if backend == "sqlite" else "%s"
+        insert = ("INSERT INTO custom_field (module, key, label, label_zh, type, required, public, "
+                  "position, choices, encrypted, encrypting, created_at, updated_at, deleted_at, deleted_by) "
+                  f"VALUES ({', '.join([p] * 15)})")
+        whole = dt.datetime(2024, 1, 2, 3, 4, 5)
+        micro = dt.datetime(2024, 1, 2, 3, 4, 5, 60)
+        rows = [
+            ("tickets", "a", 'a,b:c "d"\nnew\tline \\ 订单', "", "text", True, False, 0, "[]",
+             False, True, whole, micro, None, None),
+            ("tickets", "b", "", "标签", "choice", False, True, -3, '["x,y"]', True, False,
+             micro, whole, whole, 0),
+            ("contacts", "c", "~", "3:abc", "number", False, False, 2 ** 31 - 1, "", False, False,
+             micro, micro, micro, 7),
+        ]
+        with src.atomic():
+            for row in rows:
+                src.execute_sql(insert, row)
+            if backend == "sqlite":  # ISO text with a T, as some tools write it
+                src.execute_sql("UPDATE custom_field SET updated_at = '2024-01-02T03:04:05' WHERE key = 'c'")
+        replication.copy_tables(src, dst, lambda n: None)
+        replication.TextIndexBuild(dst).wait()
+        for t in replication.tables():
+            assert replication._digest(src, t) == replication._digest(dst, t), t.name
+        assert replication.verify_final(src, dst, replication.verify_all(src, dst), {}) == []
+
+        field = next(t for t in replication.tables() if t.name == "custom_field")
+        q = "?" if target.startswith("sqlite") else "%s"
+        changes = [
+            (f"UPDATE custom_field SET created_at = {q} WHERE key = 'a'", [micro]),  # a microsecond
+            (f"UPDATE custom_field SET deleted_at = {q} WHERE key = 'a'", [whole]),  # NULL to a time
+            (f"UPDATE custom_field SET deleted_by = {q} WHERE key = 'a'", [0]),  # NULL to 0
+            (f"UPDATE custom_field SET required = {q} WHERE key = 'b'", [True]),  # a boolean
+            (f"UPDATE custom_field SET label = {q} WHERE key = 'c'", [""]),  # text to empty text
+            (f"UPDATE custom_field SET label_zh = {q} WHERE key = 'b'", ["标签 "]),  # a space
+            (f"UPDATE custom_field SET choices = {q} WHERE key = 'b'", ['["x","y"]']),  # a comma moved
+        ]
+        for sql, params in changes:
+            before = replication._digest(dst, field)
+            with dst.atomic() as tx:
+                dst.execute_sql(sql, params)
+                assert replication._digest(dst, field) != before, sql
+                tx.rollback()
+            assert replication._digest(dst, field) == before
+        dst.execute_sql(*changes[0])  # committed: the verification names the table
+        problems = replication.verify_final(src, dst, replication.verify_all(src, dst), {})
+        assert problems and all(p.startswith("custom_field") for p in problems), problems
+    finally:
+        for database in (src, dst):
+            database.close()
+            database.close_all()
+
+
 def test_an_app_bound_to_the_old_store_follows_the_move(make_app, backend, tmp_path, pg_store):
     url = target_url("postgres", tmp_path, pg_store)
     app = make_app(**region_config("eu", url, tmp_path / "eu-files"))
