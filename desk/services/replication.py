@@ -9,6 +9,7 @@ rows a second. Region moves (desk.services.region_move) drive it.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import hashlib
@@ -412,8 +413,9 @@ def _touched_index_rows(dst, changed: dict[str, set]) -> dict[str, set]:
 # -- the copy ------------------------------------------------------------------
 
 def count_rows(database) -> dict[str, int]:
-    return {t.name: database.execute_sql(f'SELECT COUNT(*) FROM "{t.name}"').fetchone()[0]  # nosec B608
-            for t in tables()}
+    """The row count of every table (in one query)."""
+    sql = " UNION ALL ".join(f"SELECT '{t.name}', COUNT(*) FROM \"{t.name}\"" for t in tables())  # nosec B608
+    return {name: n for name, n in database.execute_sql(sql).fetchall()}
 
 
 def _is_empty(database, t: Table) -> bool:
@@ -525,11 +527,12 @@ def copy_tables(src, dst, progress: Progress, batch: int = BATCH) -> int:
 
 class TextIndexBuild:
     """The text index of a target after the bulk copy. SQLite: the FTS5
-    tables rebuilt, at once. PostgreSQL: each trigram GIN index (left out of
-    the bulk copy) built by a thread of its own on a connection of its own,
-    while the move goes on with the files and the first verification;
-    ``wait`` before changing those tables again (a build holds a lock that
-    makes writers wait anyway). Idempotent: indexes already there are kept."""
+    tables rebuilt, at once. PostgreSQL: the trigram GIN indexes (left out of
+    the bulk copy) built one after the other by a thread on a connection of
+    its own, then every table vacuumed and analysed, while the move goes on
+    with the files and the first verification; ``wait`` before changing those
+    tables again (a build holds a lock that makes writers wait anyway).
+    Idempotent: indexes already there are kept."""
 
     def __init__(self, dst):
         self.dst = dst
@@ -540,15 +543,20 @@ class TextIndexBuild:
             return
         statements = text_index_ddl(dst)
         dst.execute_sql(statements[0])  # the extension
-        for statement in statements[1:]:
-            thread = threading.Thread(target=self._build, args=(statement,), daemon=True)
-            thread.start()
-            self.threads.append(thread)
+        # One index after the other: each build takes a processor of the
+        # database server for seconds, and the help center keeps serving.
+        thread = threading.Thread(target=self._build, args=(statements[1:],), daemon=True)
+        thread.start()
+        self.threads.append(thread)
 
-    def _build(self, statement: str) -> None:
+    def _build(self, statements: list[str]) -> None:
         try:
             with self.dst.connection_context():
-                self.dst.execute_sql(statement)
+                for statement in statements:
+                    self.dst.execute_sql(statement)
+                # Statistics for the planner of the new store, and a visibility
+                # map (counting rows in the pause reads the indexes only).
+                self.dst.execute_sql("VACUUM ANALYZE")
         except BaseException as exc:  # noqa: BLE001 - handed to wait()
             self.errors.append(exc)
 
@@ -661,9 +669,7 @@ def _digest(database, t: Table, where: str = "", params: Iterable = ()) -> tuple
             n += 1
         return n, total
     if is_postgres(database):
-        n, total = database.execute_sql(
-            f"SELECT COUNT(*), COALESCE(SUM(('x' || substr(md5({canonical}), 1, 15))::bit(60)::bigint), 0) "  # nosec B608
-            f'FROM "{t.name}" {where}', list(params)).fetchone()
+        n, total = database.execute_sql(_pg_digest_sql(t, canonical, where), list(params)).fetchone()
         return n, int(total)
     n = total = 0
     for (text,) in database.execute_sql(f'SELECT {canonical} FROM "{t.name}" {where}', list(params)):  # nosec B608
@@ -678,13 +684,47 @@ def chunks(database, t: Table, size: int = CHUNK) -> list[tuple[int, int]]:
     return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
 
 
-def range_digest(database, t: Table, lo: int | None, hi: int | None) -> tuple[int, str]:
+def _pg_digest_sql(t: Table, canonical: str, where: str, label: str = "") -> str:
+    return (f"SELECT {label}COUNT(*), "  # nosec B608
+            f"COALESCE(SUM(('x' || substr(md5({canonical}), 1, 15))::bit(60)::bigint), 0) "
+            f'FROM "{t.name}" {where}')
+
+
+def _range_where(database, lo: int | None, hi: int | None) -> tuple[str, list]:
     p = _param(database)
     if lo is None:
-        return _digest(database, t)
+        return "", []
     if hi is None:
-        return _digest(database, t, f'WHERE "id" >= {p}', [lo])
-    return _digest(database, t, f'WHERE "id" BETWEEN {p} AND {p}', [lo, hi])
+        return f'WHERE "id" >= {p}', [lo]
+    return f'WHERE "id" BETWEEN {p} AND {p}', [lo, hi]
+
+
+def range_digest(database, t: Table, lo: int | None, hi: int | None) -> tuple[int, int]:
+    """_digest of the rows with ids from ``lo`` to ``hi`` (None: no bound; no
+    ``lo``: the whole table)."""
+    return _digest(database, t, *_range_where(database, lo, hi))
+
+
+def range_digests(database, items: list[tuple[Table, int | None, int | None]]) -> list[tuple[int, int]]:
+    """range_digest of each (table, lo, hi); PostgreSQL answers up to 50 of
+    them in one query (one round trip instead of 50)."""
+    if not is_postgres(database):
+        return [range_digest(database, t, lo, hi) for t, lo, hi in items]
+    found: dict[int, tuple[int, int]] = {}
+    parts: list[tuple[str, list]] = []
+    for i, (t, lo, hi) in enumerate(items):
+        canonical = _canonical(database, t)
+        if canonical is None:
+            found[i] = range_digest(database, t, lo, hi)
+            continue
+        where, params = _range_where(database, lo, hi)
+        parts.append((_pg_digest_sql(t, canonical, where, f"{i}, "), params))
+    for start in range(0, len(parts), 50):
+        group = parts[start:start + 50]
+        sql = " UNION ALL ".join(f"({part})" for part, _params in group)
+        for i, n, total in database.execute_sql(sql, [v for _part, params in group for v in params]):
+            found[i] = (n, int(total))
+    return [found[i] for i in range(len(items))]
 
 
 @dataclass
@@ -714,36 +754,51 @@ def verify_all(src, dst) -> Verification:
 
 def _range_digests(database, t: Table, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     with database.connection_context():
-        return [range_digest(database, t, *r) for r in ranges]
+        return range_digests(database, [(t, lo, hi) for lo, hi in ranges])
 
 
 def verify_final(src, dst, checked: Verification, changed_since: dict[str, set]) -> list[str]:
     """During the pause: row counts of every table, then every chunk that
     differed or changed since ``checked``, the rows after the last chunk, and
-    every small table in full. Returns what still differs (empty: identical)."""
-    problems = []
-    src_counts, dst_counts = count_rows(src), count_rows(dst)
+    every small table in full. Returns what still differs (empty: identical).
+    The source is read by the calling thread (inside the pause), the target
+    by another thread meanwhile."""
+    plan: list[tuple[Table, str, int | None, int | None]] = []  # what to compare, lo, hi
     for t in tables():
-        if src_counts[t.name] != dst_counts[t.name]:
-            problems.append(f"{t.name}: {src_counts[t.name]} rows here, {dst_counts[t.name]} there")
-            continue
-        if not t.int_pk or t.name not in checked.ranges:
-            if _digest(src, t) != _digest(dst, t):
-                problems.append(f"{t.name}: contents differ")
+        if not t.int_pk or t.name not in checked.ranges or not checked.ranges[t.name]:
+            plan.append((t, "contents differ", None, None))
             continue
         ranges = checked.ranges[t.name]
-        keys = {k[0] for k in changed_since.get(t.name, ())}
+        keys = sorted(k[0] for k in changed_since.get(t.name, ()))
         again = set(checked.differing[t.name])
-        again |= {r for r in ranges if any(r[0] <= k <= r[1] for k in keys)}
-        tail = (ranges[-1][1] + 1) if ranges else None
-        for lo, hi in sorted(again):
-            if range_digest(src, t, lo, hi) != range_digest(dst, t, lo, hi):
-                problems.append(f"{t.name}: rows {lo}-{hi} differ")
-        if tail is not None and range_digest(src, t, tail, None) != range_digest(dst, t, tail, None):
-            problems.append(f"{t.name}: rows from {tail} differ")
-        if tail is None and _digest(src, t) != _digest(dst, t):
-            problems.append(f"{t.name}: contents differ")
+        again |= {r for r in ranges if _any_between(keys, *r)}
+        plan += [(t, f"rows {lo}-{hi} differ", lo, hi) for lo, hi in sorted(again)]
+        tail = ranges[-1][1] + 1
+        plan.append((t, f"rows from {tail} differ", tail, None))
+
+    def side(database) -> tuple[dict[str, int], list[tuple[int, int]]]:
+        return count_rows(database), range_digests(database, [(t, lo, hi) for t, _what, lo, hi in plan])
+
+    def their_side() -> tuple[dict[str, int], list[tuple[int, int]]]:
+        with dst.connection_context():
+            return side(dst)
+
+    with ThreadPoolExecutor(1) as other:
+        theirs = other.submit(their_side)
+        src_counts, ours = side(src)
+        dst_counts, their_digests = theirs.result()
+    problems = [f"{t.name}: {src_counts[t.name]} rows here, {dst_counts[t.name]} there"
+                for t in tables() if src_counts[t.name] != dst_counts[t.name]]
+    counted_apart = {t.name for t in tables() if src_counts[t.name] != dst_counts[t.name]}
+    problems += [f"{t.name}: {what}" for (t, what, _lo, _hi), a, b in zip(plan, ours, their_digests)
+                 if a != b and t.name not in counted_apart]
     return problems
+
+
+def _any_between(keys: list, lo: int, hi: int) -> bool:
+    """Whether the sorted ``keys`` hold one from ``lo`` to ``hi``."""
+    i = bisect.bisect_left(keys, lo)
+    return i < len(keys) and keys[i] <= hi
 
 
 # -- files ---------------------------------------------------------------------
@@ -781,6 +836,7 @@ class FileSync:
     def __init__(self, source, target):
         self.source, self.target = source, target
         self.seen: dict[str, int] = {}
+        self.listed: tuple[dict[str, int], dict[str, int]] | None = None
 
     def _copy(self, key: str) -> str:
         """Copy one object unless the target holds the same bytes: the source
@@ -802,21 +858,27 @@ class FileSync:
         objects = _objects(self.source)
         todo = [key for key, size in objects.items() if self.seen.get(key) != size]
         done = 0
-        # Several at once: a copy mostly waits for the disk (each write is synced).
-        with ThreadPoolExecutor(FILE_THREADS) as pool:
-            for key in pool.map(self._copy, todo):
-                self.seen[key] = objects[key]
-                done += 1
-                progress(1)
+        if todo:
+            # Several at once: a copy mostly waits for the disk (each write is synced).
+            with ThreadPoolExecutor(FILE_THREADS) as pool:
+                for key in pool.map(self._copy, todo):
+                    self.seen[key] = objects[key]
+                    done += 1
+                    progress(1)
         if delete:
-            for key in set(_objects(self.target)) - set(objects):
+            there = _objects(self.target)
+            for key in set(there) - set(objects):
                 self.target.delete(key)
                 self.seen.pop(key, None)
+                del there[key]
+            self.listed = (objects, there)
         return done
 
     def differences(self) -> list[str]:
-        """Objects whose presence or size differs between the stores."""
-        src, dst = _objects(self.source), _objects(self.target)
+        """Objects whose presence or size differs between the stores (as the
+        last ``sync(delete=True)`` listed them after its work, else listed now)."""
+        src, dst = self.listed or (_objects(self.source), _objects(self.target))
+        self.listed = None
         problems = [f"file {key} missing there" for key in sorted(set(src) - set(dst))]
         problems += [f"file {key} should not be there" for key in sorted(set(dst) - set(src))]
         problems += [f"file {key} differs" for key in sorted(set(src) & set(dst)) if src[key] != dst[key]]
