@@ -41,7 +41,8 @@ from bench.run import pg_database  # noqa: E402
 
 START, END = "<!-- region-move -->", "<!-- /region-move -->"
 MOVED_RE = re.compile(r"moved from \S+ to \S+: (\d+) rows, (\d+) files in ([\d.]+) s "
-                      r"\(([\d,]+) rows/s\); longest write pause (\d+) ms")
+                      r"\(([\d,]+) rows/s\); longest write pause (\d+) ms; "
+                      r"the tables copied in ([\d.]+) s \(([\d,]+) rows/s\)")
 
 
 def replier(server: Server, meta: dict, stop: threading.Event, out: dict) -> None:
@@ -109,9 +110,11 @@ def main() -> int:
         match = MOVED_RE.search(stdout)
         if move.returncode != 0 or not match:
             raise RuntimeError(f"the move failed ({move.returncode}):\n{stdout}\n{stderr[-3000:]}")
-        rows, files, seconds, rate, pause = match.groups()
+        rows, files, seconds, rate, pause, copy_seconds, copy_rate = match.groups()
         R["move"] = {"rows": int(rows), "files": int(files), "seconds": float(seconds),
-                     "rows_per_second": int(rate.replace(",", "")), "pause_ms": int(pause)}
+                     "rows_per_second": int(rate.replace(",", "")), "pause_ms": int(pause),
+                     "copy_seconds": float(copy_seconds),
+                     "copy_rows_per_second": int(copy_rate.replace(",", ""))}
         log("after: My Tickets page 1, now served from PostgreSQL")
         R["after"] = load.run(server, "my_tickets_after_move", "/my/tickets", cookie, pair=False)
     finally:
@@ -129,7 +132,10 @@ def write_section(R: dict, path: Path) -> None:
     m, idle, during, after = R["move"], R["idle"], R["during"], R["after"]
     p99_ratio = during["p99_ms"] / idle["p99_ms"] if idle["p99_ms"] else 0
     rows = [
-        ("move rate (rows/s)", f"{m['rows_per_second']:,}", ">= 50,000", m["rows_per_second"] >= 50_000),
+        ("move rate, the whole move (rows/s)", f"{m['rows_per_second']:,}", ">= 50,000",
+         m["rows_per_second"] >= 50_000),
+        ("copy phase alone (rows/s)", f"{m['copy_rows_per_second']:,} ({m['copy_seconds']:.1f} s)",
+         ">= 50,000", m["copy_rows_per_second"] >= 50_000),
         ("longest write pause", f"{m['pause_ms']} ms", "< 1,000 ms", m["pause_ms"] < 1000),
         ("My Tickets p99 during the copy / idle", f"{p99_ratio:.2f}x", "<= 2x", p99_ratio <= 2),
         ("pages answered with an error during the move", str(during["errors"]), "0", during["errors"] == 0),
