@@ -115,6 +115,8 @@ def main() -> int:
                      "rows_per_second": int(rate.replace(",", "")), "pause_ms": int(pause),
                      "copy_seconds": float(copy_seconds),
                      "copy_rows_per_second": int(copy_rate.replace(",", ""))}
+        steps = re.search(r"^steps: (.*)$", stdout, re.M)
+        R["move"]["steps"] = steps.group(1) if steps else ""
         log("after: My Tickets page 1, now served from PostgreSQL")
         R["after"] = load.run(server, "my_tickets_after_move", "/my/tickets", cookie, pair=False)
     finally:
@@ -149,6 +151,7 @@ def write_section(R: dict, path: Path) -> None:
              f"heavy user's My Tickets page was loaded by wrk ({during['requests']:,} requests) and a "
              f"customer replied {R['writes'].get('replies', 0)} times (longest reply "
              f"{R['writes'].get('longest_reply_ms', 0)} ms).", "",
+             f"Steps of the move (wall time): {m.get('steps') or '?'}.", "",
              "| measure | figure | target | met |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {figure} | {target} | {'yes' if ok else 'no'} |" for name, figure, target, ok in rows]
     lines += ["", "| My Tickets page 1 | req/s | p50 | p99 |", "| --- | --- | --- | --- |"]

@@ -431,6 +431,8 @@ def region_migrate(ctx, to_name, database_url, data_dir, resume, rollback, show_
                f"{report.files} files in {report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s); "
                f"longest write pause {report.pause_seconds * 1000:.0f} ms; "
                f"the tables copied in {report.copy_seconds:.1f} s ({report.copy_rows_per_second:,.0f} rows/s)")
+    if report.phases:
+        click.echo("steps: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.phases.items()))
     click.echo("every app server follows by itself; set region/DESK_DATABASE_URL to the new store "
                "in your configuration too")
 

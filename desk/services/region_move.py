@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -74,6 +75,7 @@ class Report:
     files: int = 0
     seconds: float = 0.0
     copy_seconds: float = 0.0  # the bulk copy of the tables alone
+    phases: dict = field(default_factory=dict)  # seconds per step of the move, in order
     pause_seconds: float = 0.0
     catch_up_rounds: int = 0
 
@@ -244,7 +246,15 @@ def _move_lock(src, source: Region) -> Iterator[bool]:
 
 def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> Report:
     report = Report(source.name, target.name)
-    started = time.monotonic()
+    started = last = time.monotonic()
+
+    def lap(phase: str) -> float:
+        nonlocal last
+        now = time.monotonic()
+        report.phases[phase] = now - last
+        last = now
+        return report.phases[phase]
+
     migrate(dst)
     here = _state(src)
     copying = here.get("phase") in COPY_PHASES
@@ -288,9 +298,9 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
     file_copy = _Background(files.sync, files_copied)
     indexing = None
     try:
-        started_copy = time.monotonic()
+        lap("prepare")
         report.rows = replication.copy_tables(src, dst, step)
-        report.copy_seconds = time.monotonic() - started_copy
+        report.copy_seconds = lap("tables")
         # PostgreSQL builds the text indexes in the background meanwhile.
         indexing = replication.TextIndexBuild(dst)
         file_copy.wait()
@@ -300,7 +310,9 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
         _record_progress("verify", done, total)
         progress("verify", 0, 1)
         checked = replication.verify_all(src, dst)
+        lap("files and first verification")
         indexing.wait()
+        lap("rest of the text index")
     except BaseException:
         file_copy.join()  # before the stores are closed
         if indexing is not None:
@@ -314,12 +326,15 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
         progress("catch-up", report.catch_up_rounds, CATCH_UP_ROUNDS)
         if replication.pending_changes(src) < SMALL_LAG:
             break
+    lap("catch-up")
     report.pause_seconds = _cut_over(app, src, dst, source, target, checked, changed_since, files)
+    lap("pause and switch")
     _checkpoint("after-switch")
     # An upload stores its file before its row waits at the gate: files that
     # land in the old store around the switch are copied once more.
     time.sleep(LATE_FILES_SECONDS)
     files.sync()
+    lap("late files")
     report.files = len(files.seen)
     report.seconds = time.monotonic() - started
     return _finish(app, source, target, actor, report)
