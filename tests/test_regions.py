@@ -550,3 +550,27 @@ def test_an_admin_sees_the_region_and_starts_a_move_the_scheduler_runs(make_app,
     assert app.config["DATABASE_URL"] == url
     with app.app_context():
         assert region_move.run_requested(app) is None  # nothing more to do
+
+
+def test_a_file_removed_from_the_source_while_the_move_copies_is_skipped(tmp_path):
+    """The app removes files while a move runs (a sealed attachment's clear
+    file, a purged one): one listed and gone before its copy is not copied,
+    and the move goes on."""
+    from desk.services import storage
+
+    class StaleListing(storage.LocalStore):
+        """A folder whose listing still names a file that was just removed."""
+
+        def list(self, prefix=""):
+            yield from super().list(prefix)
+            if prefix == "attachments/":
+                yield storage.ObjectInfo("attachments/zz/gone", 4, utcnow())
+
+    source, target = StaleListing(tmp_path / "src"), storage.LocalStore(tmp_path / "dst")
+    source.put_bytes("attachments/ab/kept", b"kept bytes")
+    files = replication.FileSync(source, target)
+    assert files.sync() == 1
+    assert target.read_bytes("attachments/ab/kept") == b"kept bytes"
+    assert not target.exists("attachments/zz/gone")
+    files.sync(delete=True)
+    assert files.differences() == []

@@ -832,19 +832,27 @@ class FileSync:
         self.seen: dict[str, int] = {}
         self.listed: tuple[dict[str, int], dict[str, int]] | None = None
 
-    def _copy(self, key: str) -> str:
+    def _copy(self, key: str) -> bool:
         """Copy one object unless the target holds the same bytes: the source
-        is read once (hashed as it is copied), the copy read back once."""
-        if (self.target.exists(key) and self.target.size(key) == self.source.size(key)
-                and _sha256(self.target, key) == _sha256(self.source, key)):
-            return key
-        h = hashlib.sha256()
-        with self.source.open(key) as fh:
-            self.target.put(key, _Hashing(fh, h))
+        is read once (hashed as it is copied), the copy read back once.
+        False when the object left the source after it was listed (the app
+        removes files while the move runs: a sealed attachment's clear file,
+        a purged one); the next round's listing no longer has it."""
+        try:
+            if (self.target.exists(key) and self.target.size(key) == self.source.size(key)
+                    and _sha256(self.target, key) == _sha256(self.source, key)):
+                return True
+            h = hashlib.sha256()
+            with self.source.open(key) as fh:
+                self.target.put(key, _Hashing(fh, h))
+        except storage.ObjectMissing:
+            if self.source.exists(key):
+                raise
+            return False
         if _sha256(self.target, key) != h.hexdigest():
             self.target.delete(key)
             raise storage.StorageError(f"the copy of {key} does not match its SHA-256")
-        return key
+        return True
 
     def sync(self, progress: Progress = lambda n: None, delete: bool = False) -> int:
         """Copy what is new or changed since the last round; with ``delete``
@@ -855,7 +863,10 @@ class FileSync:
         if todo:
             # Several at once: a copy mostly waits for the disk (each write is synced).
             with ThreadPoolExecutor(FILE_THREADS) as pool:
-                for key in pool.map(self._copy, todo):
+                for key, copied in zip(todo, pool.map(self._copy, todo)):
+                    if not copied:
+                        del objects[key]  # gone from the source meanwhile
+                        continue
                     self.seen[key] = objects[key]
                     done += 1
                     progress(1)
