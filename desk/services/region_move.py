@@ -327,8 +327,10 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
         if replication.pending_changes(src) < SMALL_LAG:
             break
     lap("catch-up")
-    report.pause_seconds = _cut_over(app, src, dst, source, target, checked, changed_since, files)
+    pause: dict[str, float] = {}
+    report.pause_seconds = _cut_over(app, src, dst, source, target, checked, changed_since, files, pause)
     lap("pause and switch")
+    report.phases.update(pause)
     _checkpoint("after-switch")
     # An upload stores its file before its row waits at the gate: files that
     # land in the old store around the switch are copied once more.
@@ -385,14 +387,27 @@ def _paused(src) -> Iterator[None]:
             yield
 
 
-def _cut_over(app, src, dst, source: Region, target: Region, checked, changed_since, files) -> float:
-    """The write pause: last catch-up, verification, switch. Returns its length."""
-    started = time.monotonic()
+def _cut_over(app, src, dst, source: Region, target: Region, checked, changed_since, files,
+              steps: dict) -> float:
+    """The write pause: last catch-up, verification, switch. Returns its
+    length (and the length of each of its steps in ``steps``)."""
+    started = last = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        steps[f"pause: {step}"] = now - last
+        last = now
+
     with _paused(src):
+        lap("writers held")
         _merge(changed_since, replication.catch_up(src, dst))
+        lap("last catch-up")
         files.sync(delete=True)
+        lap("files")
         _checkpoint("in-pause")
         problems = replication.verify_final(src, dst, checked, changed_since) + files.differences()
+        lap("verification")
         if problems:
             raise VerificationFailed("; ".join(problems[:10]))
         with dst.atomic():
@@ -401,6 +416,7 @@ def _cut_over(app, src, dst, source: Region, target: Region, checked, changed_si
             _set_state(dst, status="active", phase="switched", wipe_after=wipe_after, **_peer(source))
         # The switch: one committed row. From here the source refuses writes.
         _set_state(src, status="moved", phase="switched", **_peer(target))
+    lap("switch")
     return time.monotonic() - started
 
 

@@ -576,11 +576,11 @@ def reset_sequences(dst) -> None:
     """After explicit ids were copied into PostgreSQL, new rows continue after them."""
     if not isinstance(dst, PostgresqlDatabase):
         return
-    for t in tables():
-        if t.int_pk:
-            dst.execute_sql(
-                f"SELECT setval(pg_get_serial_sequence('\"{t.name}\"', 'id'), "  # nosec B608
-                f'COALESCE(MAX("id"), 1), MAX("id") IS NOT NULL) FROM "{t.name}"')
+    # One statement (one round trip inside the pause), a setval per table.
+    dst.execute_sql("SELECT " + ", ".join(
+        f"(SELECT setval(pg_get_serial_sequence('\"{t.name}\"', 'id'), "  # nosec B608
+        f'COALESCE(MAX("id"), 1), MAX("id") IS NOT NULL) FROM "{t.name}")'
+        for t in tables() if t.int_pk))
 
 
 def pending_changes(src) -> int:
