@@ -127,15 +127,21 @@ def _entry(head_seq: int, prev_hash: str, actor: Actor, action: str, record_type
            created_at: dt.datetime) -> AuditEntry:
     if _channel.get():
         changes = {**changes, VIA: _channel.get()}
-    ip = actor.ip
-    if ip and actor.user_id is not None:
-        ip = crypto.seal_for_subject(actor.user_id, ip)
+    ip = _sealed_ip(actor)
     entry = AuditEntry(seq=head_seq + 1, created_at=created_at, actor_id=actor.user_id,
                        action=action, record_type=record_type, record_id=record_id,
                        subject_id=subject_id, changes=json.dumps(changes, sort_keys=True),
                        ip=ip, prev_hash=prev_hash, key_id=crypto.audit_key_id())
     entry.hash = crypto.chain_mac(entry.key_id, prev_hash, _payload(entry))
     return entry
+
+
+def _sealed_ip(actor: Actor) -> str | None:
+    """The actor's address as the log keeps it: sealed for the person, so their
+    erasure makes it unreadable."""
+    if actor.ip and actor.user_id is not None:
+        return crypto.seal_for_subject(actor.user_id, actor.ip)
+    return actor.ip
 
 
 def _append(actor: Actor, action: str, record_type: str, record_id: str | None,
@@ -166,9 +172,7 @@ def _append_many(actor: Actor, action: str, record_type: str, record_ids: list[s
     kid = crypto.audit_key_id()
     mac = crypto.chain_macs(kid)
     via = _channel.get()
-    ip = actor.ip
-    if ip and actor.user_id is not None:
-        ip = crypto.seal_for_subject(actor.user_id, ip)
+    ip = _sealed_ip(actor)
     actor_id = actor.user_id
     created = now.isoformat()  # as _payload reads it back
     created_db = AuditEntry.created_at.db_value(now)
@@ -182,9 +186,8 @@ def _append_many(actor: Actor, action: str, record_type: str, record_ids: list[s
         else:
             text = no_changes
         seq += 1
-        payload = dumps([seq, created, actor_id, action, record_type, record_id, subject_id, text, ip],
-                        ensure_ascii=False)
-        link = mac(prev, payload)
+        link = mac(prev, _payload_of(seq, created, actor_id, action, record_type, record_id, subject_id,
+                                     text, ip))
         rows.append((seq, created_db, actor_id, action, record_type, record_id, subject_id, text, ip,
                      prev, link, kid))
         prev = link
@@ -197,9 +200,13 @@ def _append_many(actor: Actor, action: str, record_type: str, record_ids: list[s
 
 
 def _payload(entry: AuditEntry) -> str:
-    return json.dumps([entry.seq, entry.created_at.isoformat(), entry.actor_id, entry.action,
-                       entry.record_type, entry.record_id, entry.subject_id, entry.changes,
-                       entry.ip], ensure_ascii=False)
+    return _payload_of(entry.seq, entry.created_at.isoformat(), entry.actor_id, entry.action,
+                       entry.record_type, entry.record_id, entry.subject_id, entry.changes, entry.ip)
+
+
+def _payload_of(*values) -> str:
+    """What an entry's link signs: its values in column order, times in ISO 8601."""
+    return json.dumps(values, ensure_ascii=False)
 
 
 def _fields(instance: BaseModel) -> dict:

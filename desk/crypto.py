@@ -841,8 +841,7 @@ def audit_key_id() -> str:
 
 def chain_mac(kid: str, prev_hash: str, payload: str) -> str:
     """One link of the keyed audit chain (CannotDecrypt: key ``kid`` is unknown)."""
-    return hmac.new(_audit_key(kid), (prev_hash + "\n" + payload).encode(),
-                    hashlib.sha256).hexdigest()
+    return chain_macs(kid)(prev_hash, payload)
 
 
 def chain_macs(kid: str) -> Callable[[str, str], str]:
