@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import inspect
 import itertools
 import logging
 import os
@@ -35,6 +36,7 @@ from peewee import DatabaseProxy
 from peewee import NodeList
 from peewee import PostgresqlDatabase
 from peewee import SqliteDatabase
+from peewee import Value
 from playhouse.db_url import connect
 from playhouse.db_url import parse
 from playhouse.pool import PooledSqliteDatabase
@@ -357,7 +359,6 @@ class Prepared:
     takes them (ids, text), not model instances."""
 
     def __init__(self, build: Callable, shape: Iterable[str] = ()):
-        import inspect
         self.build = build
         self.shape = tuple(shape)
         self.names = [n for n in inspect.signature(build).parameters if n not in self.shape]
@@ -367,7 +368,6 @@ class Prepared:
         key = (db.obj.__class__, shape)
         entry = self._cache.get(key)
         if entry is None:
-            from peewee import Value
             slots = {n: Value(Slot(n), converter=False) for n in self.names}
             query = self.build(**slots, **dict(zip(self.shape, shape)))
             sql, params = query.sql()
@@ -413,7 +413,8 @@ def copy_csv(query, chunk: int = 1 << 16) -> Iterator[bytes]:
     stop = threading.Event()
 
     class Sink:
-        buffer = bytearray()
+        def __init__(self):
+            self.buffer = bytearray()
 
         def write(self, data: bytes) -> int:
             if stop.is_set():

@@ -48,25 +48,19 @@ SUBJECT_MAX = 255
 BODY_MAX = 50_000
 
 
-def with_people(query):
-    """Join requester, assignee and department so lists make one query."""
+def with_people(query, listed: bool = False):
+    """Join requester, assignee and department so lists make one query.
+    ``listed``: only the columns the desk's list shows (a row of every column
+    of the ticket, two people and a department costs peewee more to turn into
+    objects than the database takes to find the page)."""
     Assignee = User.alias()
-    return (query.select_extend(User, Assignee, Department)
-            .join_from(Ticket, User, on=(Ticket.requester == User.id), attr="requester")
-            .join_from(Ticket, Assignee, JOIN.LEFT_OUTER, on=(Ticket.assignee == Assignee.id),
-                       attr="assignee")
-            .join_from(Ticket, Department, JOIN.LEFT_OUTER, attr="department"))
-
-
-def _listed(query):
-    """``with_people`` with only the columns the desk's list shows: a row of
-    every column of the ticket, two people and a department costs peewee
-    more to turn into objects than the database takes to find the page."""
-    Assignee = User.alias()
-    return (query.select(Ticket.id, Ticket.subject, Ticket.status, Ticket.priority, Ticket.department,
-                         Ticket.requester, Ticket.assignee, Ticket.created_at, Ticket.updated_at,
-                         User.id, User.name, Assignee.id, Assignee.name, Department.id, Department.name)
-            .join_from(Ticket, User, on=(Ticket.requester == User.id), attr="requester")
+    if listed:
+        query = query.select(Ticket.id, Ticket.subject, Ticket.status, Ticket.priority, Ticket.department,
+                             Ticket.requester, Ticket.assignee, Ticket.created_at, Ticket.updated_at,
+                             User.id, User.name, Assignee.id, Assignee.name, Department.id, Department.name)
+    else:
+        query = query.select_extend(User, Assignee, Department)
+    return (query.join_from(Ticket, User, on=(Ticket.requester == User.id), attr="requester")
             .join_from(Ticket, Assignee, JOIN.LEFT_OUTER, on=(Ticket.assignee == Assignee.id),
                        attr="assignee")
             .join_from(Ticket, Department, JOIN.LEFT_OUTER, attr="department"))
@@ -232,7 +226,7 @@ def thread(user: User, ticket: Ticket) -> list[Comment]:
         shown = {c.id for c in comments}
         # One look-up of the ticket's files (a prefetch would repeat the
         # thread's query inside it); files of comments not shown stay out.
-        for row in _ticket_attachments.rows(ticket_id=ticket.id):
+        for row in _files_of(ticket):
             if row.comment_id in shown:
                 files.setdefault(row.comment_id, []).append(row)
     for comment in comments:
@@ -242,7 +236,14 @@ def thread(user: User, ticket: Ticket) -> list[Comment]:
 
 def ticket_files(ticket: Ticket) -> list[Attachment]:
     """Files attached to the ticket itself (not to a comment)."""
-    return [row for row in _ticket_attachments.rows(ticket_id=ticket.id) if row.comment_id is None]
+    return [row for row in _files_of(ticket) if row.comment_id is None]
+
+
+def _files_of(ticket: Ticket) -> list[Attachment]:
+    """The ticket's live files, read once for its page (thread and ticket_files)."""
+    if not hasattr(ticket, "_live_files"):
+        ticket._live_files = list(_ticket_attachments.rows(ticket_id=ticket.id))
+    return ticket._live_files
 
 
 def reply(user: User, ticket_id: int, body: str, public: bool = True,
@@ -295,7 +296,7 @@ def agent_tickets(agent: User, filters: TicketFilters, page: int = 1) -> Page:
     """The desk's ticket list (filters as defined in desk.services.listing)."""
     policy.require(agent, "tickets:view")
     query = ticket_query(agent, filters)
-    return page_of(_listed(query).order_by(*ticket_order(agent, filters)), page,
+    return page_of(with_people(query, listed=True).order_by(*ticket_order(agent, filters)), page,
                    count_query=query, cap=COUNT_CAP)
 
 
