@@ -15,6 +15,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from click.testing import CliRunner
@@ -277,18 +278,26 @@ with app.app_context():
 """
 
 
-def test_a_killed_job_restarts_cleanly(big, tmp_path):
+def _kill_job_when(big, tmp_path: Path, waypoint: Callable[[BulkExport], Path]) -> BulkExport:
+    """Start a bulk export, run its job in a process of its own and kill -9 it
+    once ``waypoint(row)`` exists."""
     app, instance, url, admin_id = big
     with app.app_context():
         db.connect(reuse_if_open=True)
         row = bulk_export.start(User.get_by_id(admin_id))
         db.close()
-    final = instance / "exports" / f"bulk-{row.id}.zip.enc"
     with (tmp_path / "err").open("wb") as err:
         proc = subprocess.Popen([sys.executable, "-c", JOB_SCRIPT, str(row.id)], cwd=ROOT,
                                 env=_env(instance, url), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-        _kill_when(proc, instance / "exports" / f".bulk-{row.id}.zip.enc.part", tmp_path)
+        _kill_when(proc, waypoint(row), tmp_path)
+    return row
+
+
+def test_a_killed_job_restarts_cleanly(big, tmp_path):
+    app, instance, _url, admin_id = big
+    row = _kill_job_when(big, tmp_path, lambda r: instance / "exports" / f".bulk-{r.id}.zip.enc.part")
+    final = instance / "exports" / f"bulk-{row.id}.zip.enc"
     assert not final.exists()
     with app.app_context():
         db.connect(reuse_if_open=True)
@@ -305,22 +314,18 @@ def test_a_killed_job_restarts_cleanly(big, tmp_path):
     assert not (instance / "exports" / f".bulk-{row.id}.zip.enc.part").exists()
 
 
+def _pieces(instance: Path, row: BulkExport) -> Path:
+    return instance / "exports" / f".bulk-{row.id}.pieces"
+
+
 def test_a_killed_job_resumes_from_the_module_files_it_finished(big, tmp_path):
     """The job keeps each finished module file as an encrypted piece: after a
     kill, the next run makes only the missing ones, then a valid ZIP; the
     pieces are private while they exist and gone afterwards."""
     from desk import crypto
-    app, instance, url, admin_id = big
-    with app.app_context():
-        db.connect(reuse_if_open=True)
-        row = bulk_export.start(User.get_by_id(admin_id))
-        db.close()
-    work = instance / "exports" / f".bulk-{row.id}.pieces"
-    with (tmp_path / "err").open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-c", JOB_SCRIPT, str(row.id)], cwd=ROOT,
-                                env=_env(instance, url), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-        _kill_when(proc, work / bulk_export.CHECKPOINT, tmp_path)
+    app, instance, _url, admin_id = big
+    row = _kill_job_when(big, tmp_path, lambda r: _pieces(instance, r) / bulk_export.CHECKPOINT)
+    work = _pieces(instance, row)
     done_before = json.loads((work / bulk_export.CHECKPOINT).read_text())
     assert done_before and set(done_before) <= {f"{m}.{f}" for m in bulk_export.MODULES
                                                 for f in bulk_export.FORMATS}
@@ -352,17 +357,9 @@ def test_a_killed_job_resumes_from_the_module_files_it_finished(big, tmp_path):
 
 
 def test_an_erasure_while_the_job_is_killed_removes_its_pieces(big, tmp_path):
-    app, instance, url, admin_id = big
-    with app.app_context():
-        db.connect(reuse_if_open=True)
-        row = bulk_export.start(User.get_by_id(admin_id))
-        db.close()
-    work = instance / "exports" / f".bulk-{row.id}.pieces"
-    with (tmp_path / "err").open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-c", JOB_SCRIPT, str(row.id)], cwd=ROOT,
-                                env=_env(instance, url), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-        _kill_when(proc, work / bulk_export.CHECKPOINT, tmp_path)
+    app, instance, _url, _admin_id = big
+    row = _kill_job_when(big, tmp_path, lambda r: _pieces(instance, r) / bulk_export.CHECKPOINT)
+    work = _pieces(instance, row)
     assert work.exists()
     with app.app_context():
         db.connect(reuse_if_open=True)
