@@ -38,6 +38,9 @@ PY = sys.executable
 MODULES = ("tickets", "comments")
 START, END = "<!-- exports:start -->", "<!-- exports:end -->"
 
+sys.path.insert(0, str(BENCH))
+from results import replace_section  # noqa: E402  (bench/results.py)
+
 TASK = r"""
 import json, sys, time
 from pathlib import Path
@@ -211,14 +214,7 @@ def write_results(results: list[dict], scale: float, meta: dict, load: tuple[str
                          f"{b['seconds']:.1f} | {b['peak_rss_kb'] / 1024:.0f} | {b['zip_bytes'] / 2**20:.0f} | "
                          f"{b['verify'][:80]} |")
     lines += ["", END]
-    path = BENCH / "RESULTS.md"
-    text = path.read_text() if path.exists() else ""
-    block = "\n".join(lines)
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_section(BENCH / "RESULTS.md", "\n".join(lines), START, END)
 
 
 def main() -> int:

@@ -1,6 +1,8 @@
 """bench/RESULTS.md from the measurements of one run (see bench/run.py)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 TITLES = {
     "flask_ceiling": "0. bare Flask app, same server settings (physical ceiling)",
     "healthz": "1. ceiling: /healthz",
@@ -335,3 +337,14 @@ def targets_17(R: dict) -> list[tuple[str, str, bool]]:
                     f"whole command with start-up {pu['seconds']:.1f} s); p99 {pu['p99_ratio']}x",
                     rate >= 5000 and pu["p99_ratio"] is not None and pu["p99_ratio"] <= 2))
     return out
+
+
+def replace_section(path: Path, block: str, start: str, end: str) -> None:
+    """Put ``block`` (which begins with ``start`` and ends with ``end``) in place
+    of the section between those markers of ``path``, or at its end."""
+    text = path.read_text() if path.exists() else ""
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)

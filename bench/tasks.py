@@ -240,12 +240,20 @@ def query_counts(args) -> None:
         for _ in range(10):
             clients[who].get(path, headers={"User-Agent": UA})
         profiler.disable()
-        text = io.StringIO()
-        stats = pstats.Stats(profiler, stream=text)
-        stats.sort_stats("tottime").print_stats(12)
-        profiles[name] = _top(stats, 12)
-        (Path(args.out) / f"profile_{name}.txt").write_text(text.getvalue())
+        profiles[name] = _top(_save_profile(profiler, Path(args.out) / f"profile_{name}.txt", (), 12), 12)
     emit({"pages": results, "profiles": profiles, "small_user_tickets": m["small_user_tickets"]})
+
+
+def _save_profile(profiler: cProfile.Profile, path: Path, cumulative, tottime: int) -> pstats.Stats:
+    """Write the profile's top functions by cumulative time (``cumulative``
+    lines; none when empty) and by own time to ``path``; returns its stats."""
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    if cumulative:
+        stats.sort_stats("cumulative").print_stats(cumulative)
+    stats.sort_stats("tottime").print_stats(tottime)
+    path.write_text(text.getvalue())
+    return stats
 
 
 def _top(stats: pstats.Stats, n: int) -> list[dict]:
@@ -308,11 +316,7 @@ def anonymize(args) -> None:
         elapsed = time.perf_counter() - started
         steps["compact"] = elapsed - erased
         if profiler:
-            text = io.StringIO()
-            stats = pstats.Stats(profiler, stream=text)
-            stats.sort_stats("cumulative").print_stats(50)
-            stats.sort_stats("tottime").print_stats(25)
-            (Path(args.out) / "profile_anonymize.txt").write_text(text.getvalue())
+            _save_profile(profiler, Path(args.out) / "profile_anonymize.txt", 50, 25)
         after = User.get_by_id(user.id)
         req = type(req).get_by_id(req.id)
         left = Ticket.select().where(Ticket.description.contains(name)).count()
@@ -350,12 +354,7 @@ def purge_task(args) -> None:
         ok, chain = audit.verify()
     top = []
     if profiler:
-        text = io.StringIO()
-        stats = pstats.Stats(profiler, stream=text)
-        stats.sort_stats("cumulative").print_stats(40)
-        stats.sort_stats("tottime").print_stats(25)
-        (Path(args.out) / "profile_purge.txt").write_text(text.getvalue())
-        top = _top(stats, 12)
+        top = _top(_save_profile(profiler, Path(args.out) / "profile_purge.txt", 40, 25), 12)
     items = report.tickets + report.comments
     emit({"seconds": elapsed, "tickets": report.tickets, "comments": report.comments,
           "files": report.files, "items": items, "items_per_s": items / elapsed if elapsed else None,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402  (bench/run.py: the server, sessions and wrk)
+from results import replace_section  # noqa: E402
 
 MODELS = [  # (name, worker class, workers, threads)
     ("gthread 2 x 4 (default)", "gthread", 2, 4),
@@ -100,13 +101,7 @@ def write(runs: dict, path: Path, args, load: tuple[str, str]) -> None:
             cells.append(f"{rps:,.0f} ({p99:.0f})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", END]
-    text = path.read_text() if path.exists() else ""
-    block = "\n".join(lines)
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_section(path, "\n".join(lines), START, END)
 
 
 if __name__ == "__main__":
