@@ -429,6 +429,7 @@ def region_migrate(ctx, to_name, database_url, data_dir, resume, rollback, show_
             _refuse(str(err))
     click.echo(f"\nmoved from {report.source} to {report.target}: {report.rows} rows, "
                f"{report.files} files in {report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s); "
+               f"switched after {report.switch_seconds:.1f} s ({report.switch_rows_per_second:,.0f} rows/s); "
                f"longest write pause {report.pause_seconds * 1000:.0f} ms; "
                f"the tables copied in {report.copy_seconds:.1f} s ({report.copy_rows_per_second:,.0f} rows/s)")
     if report.phases:

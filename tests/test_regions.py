@@ -36,12 +36,15 @@ from desk.models import AuditEntry
 from desk.models import RegionState
 from desk.models import Ticket
 from desk.models import utcnow
+from desk.models.search import INDEXED
+from desk.models.search import trigram_index
 from desk.services import departments
 from desk.services import email_change
 from desk.services import erasure
 from desk.services import region_move
 from desk.services import regions
 from desk.services import replication
+from desk.services import search
 from desk.services import settings
 from desk.services import tickets as ticket_service
 from desk.services.attachments import Upload
@@ -147,6 +150,49 @@ def region_config(name: str, url: str, files: Path) -> dict:
     return {"REGIONS": {name: {"database_url": url, "data_dir": str(files)}}}
 
 
+TRIGRAM_INDEXES = {trigram_index(table, c) for table, columns in INDEXED.items() for c in columns}
+
+
+def text_indexes(url: str) -> dict[str, tuple[bool, str]]:
+    """The trigram indexes of a PostgreSQL store: name -> (valid, definition)."""
+    database = open_database(url)
+    try:
+        return {name: (valid, definition) for name, valid, definition in database.execute_sql(
+            "SELECT c.relname, x.indisvalid, pg_get_indexdef(x.indexrelid) FROM pg_index x "
+            "JOIN pg_class c ON c.oid = x.indexrelid WHERE c.relname LIKE '%%trgm'")}
+    finally:
+        database.close()
+        database.close_all()
+
+
+def assert_text_index_built(url: str) -> None:
+    found = text_indexes(url)
+    assert set(found) == TRIGRAM_INDEXES, found
+    assert all(valid and "gin_trgm_ops" in definition for valid, definition in found.values()), found
+
+
+def plant_invalid_index(url: str, name: str) -> None:
+    """What a build killed inside PostgreSQL leaves: an INVALID index of that
+    name (here a unique one over a constant, which fails on the second row)."""
+    table = next(t for t, columns in INDEXED.items() if name in {trigram_index(t, c) for c in columns})
+    database = open_database(url)
+    try:
+        database.execute_sql(f'DROP INDEX IF EXISTS "{name}"')
+        with pytest.raises(Exception, match="could not create unique index"):
+            database.execute_sql(f'CREATE UNIQUE INDEX CONCURRENTLY "{name}" ON "{table}" ((1))')
+    finally:
+        database.close()
+        database.close_all()
+    assert text_indexes(url)[name][0] is False
+
+
+SEARCHES = ("订单", "line two 3", 'with "quotes"', "Order 1")
+
+
+def search_results() -> dict[str, set[int]]:
+    return {q: search.matching_ticket_ids(q) for q in SEARCHES}
+
+
 @pytest.mark.parametrize("target_kind", ["sqlite", "postgres"])
 def test_a_move_copies_every_row_and_file_then_switches(make_app, backend, target_kind, tmp_path,
                                                          pg_store):
@@ -161,10 +207,16 @@ def test_a_move_copies_every_row_and_file_then_switches(make_app, backend, targe
             "audit_entry", "audit_head", "setting", "subject_key", "mail_message",
             "email_change_request", "record_key", "erasure_request")
     assert all(before[name] > 0 for name in core), {k: before[k] for k in core if not before[k]}
+    with app.app_context():
+        found_before = search_results()
+    assert all(found_before.values()), found_before
 
     result = run_cli(app, "region-migrate", "--to", "eu")
     assert result.exit_code == 0, result.output
     assert "moved from" in result.output
+    if target_kind == "postgres":  # the trigram indexes come after the switch, and are there
+        assert "text index (after the switch)" in result.output
+        assert_text_index_built(url)
 
     # every row and every file is there, the same (plus the move's own two audit entries)
     after = table_counts(url)
@@ -184,6 +236,8 @@ def test_a_move_copies_every_row_and_file_then_switches(make_app, backend, targe
         assert RegionState.get_by_id(1).status == "active"
         # the text index of the new store knows every copied row
         textindex.check()
+        assert search_results() == found_before
+        assert RegionState.get_by_id(1).phase == "done"
         # the new store takes writes
         ann = factories.end_user("Newcomer")
         assert Ticket.select().count() > 0 and ann.id
@@ -231,7 +285,7 @@ def test_the_checksums_agree_across_engines_and_see_any_change(make_app, backend
             if backend == "sqlite":  # ISO text with a T, as some tools write it
                 src.execute_sql("UPDATE custom_field SET updated_at = '2024-01-02T03:04:05' WHERE key = 'c'")
         replication.copy_tables(src, dst, lambda n: None)
-        replication.TextIndexBuild(dst).wait()
+        replication.AfterCopy(dst).wait()
         for t in replication.tables():
             assert replication._digest(src, t) == replication._digest(dst, t), t.name
         assert replication.verify_final(src, dst, replication.verify_all(src, dst), {}) == []
@@ -352,6 +406,13 @@ def test_rollback_moves_back_with_what_was_written_since(make_app, backend, tmp_
     here, there = table_counts(home), table_counts(url)
     assert here.pop("audit_entry") == there.pop("audit_entry") + 1  # "moved", written after the switch
     assert here == there
+    # the copy back set the old store's trigram indexes aside; it built them after the switch
+    assert_text_index_built(url)
+    if home.startswith("postgresql"):
+        assert_text_index_built(home)
+    with app.app_context():
+        assert RegionState.get_by_id(1).phase == "done"
+        assert all(search_results().values())
 
 
 def test_the_old_store_is_wiped_after_the_rollback_window(make_app, backend, tmp_path, pg_store):
@@ -379,7 +440,7 @@ def test_the_old_store_is_wiped_after_the_rollback_window(make_app, backend, tmp
         assert names == {"region_state"}
 
 
-KILL_POINTS = ("after-triggers", "mid-copy", "in-pause", "after-switch")
+KILL_POINTS = ("after-triggers", "mid-copy", "in-pause", "after-switch", "mid-text-index")
 
 
 def _cli_env(data_dir: Path, url: str) -> dict:
@@ -403,6 +464,17 @@ def test_a_move_killed_at_any_step_finishes_when_run_again(make_app, backend, tm
                             env=dict(env, DESK_REGION_MOVE_KILL_AT=point), capture_output=True,
                             timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    if point == "mid-text-index":
+        # killed after the switch, between two index builds: the new store
+        # takes writes and says what is left; a build killed inside
+        # PostgreSQL would also have left an INVALID index
+        target = open_database(url)
+        assert target.execute_sql("SELECT status, phase FROM region_state").fetchone() == \
+            ("active", region_move.TEXT_INDEX)
+        target.close()
+        target.close_all()
+        assert sum(valid for valid, _d in text_indexes(url).values()) == 1
+        plant_invalid_index(url, trigram_index("comment", "body"))
     again = [sys.executable, "app.py", "region-migrate", *base]
     if point in ("mid-copy", "in-pause"):
         refused = subprocess.run(again, cwd=ROOT, env=env, capture_output=True, timeout=120)
@@ -424,6 +496,11 @@ def test_a_move_killed_at_any_step_finishes_when_run_again(make_app, backend, tm
     assert check.returncode == 0 and b"OK" in check.stdout, check.stdout + check.stderr
     pointer = json.loads((data_dir / "region.json").read_text())
     assert pointer["database_url"] == url
+    assert_text_index_built(url)
+    state = open_database(url)
+    assert state.execute_sql("SELECT phase FROM region_state").fetchone()[0] == "done"
+    state.close()
+    state.close_all()
 
 
 class Customer(threading.Thread):
@@ -550,6 +627,57 @@ def test_an_admin_sees_the_region_and_starts_a_move_the_scheduler_runs(make_app,
     assert app.config["DATABASE_URL"] == url
     with app.app_context():
         assert region_move.run_requested(app) is None  # nothing more to do
+
+
+def test_a_text_index_left_unfinished_after_the_switch_is_finished_by_the_scheduler(
+        make_app, backend, tmp_path, pg_store):
+    """A move to PostgreSQL builds the trigram indexes after the switch, while
+    the new store takes writes. When the process dies during the build, the
+    settings page and --status say so, searches still find the same tickets
+    (by reading the rows), a rollback waits, and the scheduler (or a rerun)
+    builds what is missing: an INVALID leftover is dropped and built again."""
+    import zlib
+    from desk.models import User
+    url = pg_store()
+    app = make_app(**region_config("eu", url, tmp_path / "eu-files"))
+    populate(app)
+    with app.app_context():
+        found_before = search_results()
+    assert run_cli(app, "region-migrate", "--to", "eu").exit_code == 0
+    assert_text_index_built(url)
+    # as a move killed during the build leaves it: one index not built, one INVALID
+    target = open_database(url)
+    target.execute_sql(f'DROP INDEX "{trigram_index("ticket", "description")}"')
+    target.close()
+    target.close_all()
+    plant_invalid_index(url, trigram_index("comment", "body"))
+    with app.app_context():
+        RegionState.update(phase=region_move.TEXT_INDEX, progress='{"done": 1, "total": 2}').where(
+            RegionState.id == 1).execute()
+        assert search_results() == found_before
+        assert factories.end_user("Written Meanwhile").id  # the new store takes writes
+        admin = User.get(User.name == "Ada Admin")
+    html = signed_in(app, admin).get("/agent/settings/region").get_data(as_text=True)
+    assert "Building the search index" in html and "50% built" in html
+    assert "phase: text index" in run_cli(app, "region-migrate", "--status").output
+    refused = run_cli(app, "region-migrate", "--rollback")
+    assert refused.exit_code == 2 and "already running" in refused.output
+
+    with app.app_context():
+        # another process building it: the scheduler leaves it alone
+        holder = open_database(url)
+        key = zlib.crc32(region_move.TEXT_INDEX_LOCK.encode())
+        holder.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
+        assert region_move.run_requested(app) is None
+        holder.close()
+        holder.close_all()
+        assert RegionState.get_by_id(1).phase == region_move.TEXT_INDEX
+        report = region_move.run_requested(app)
+        assert report is not None and "text index (after the switch)" in report.phases
+        assert RegionState.get_by_id(1).phase == "done"
+        assert region_move.run_requested(app) is None
+        assert search_results() == found_before
+    assert_text_index_built(url)
 
 
 def test_a_file_removed_from_the_source_while_the_move_copies_is_skipped(tmp_path):

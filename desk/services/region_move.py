@@ -7,7 +7,10 @@
    catch-up, verification of every table and file, then the switch: the old
    store says "moved" (its triggers refuse writes from then on) and every app
    process follows it to the new store (desk.services.regions.follow);
-5. afterwards the old store stays, read-only, for the rollback window, and is
+5. a PostgreSQL target then builds the trigram indexes the copy left out, by
+   CREATE INDEX CONCURRENTLY while it takes writes (phase "text index":
+   searches give the same results meanwhile, by reading the rows);
+6. afterwards the old store stays, read-only, for the rollback window, and is
    then wiped by the scheduler.
 
 The state lives in both stores' region_state rows, so a killed move runs again
@@ -48,7 +51,9 @@ from desk.services import replication
 from desk.services.regions import Region
 
 LOCK_NAME = "region-move"
+TEXT_INDEX_LOCK = "region-text-index"
 REQUESTED = "requested"
+TEXT_INDEX = "text index"  # the phase after the switch on a PostgreSQL target
 COPY_PHASES = ("copy", "catch-up", "verify")
 LATE_FILES_SECONDS = 2.0
 CATCH_UP_ROUNDS = 10
@@ -73,15 +78,21 @@ class Report:
     target: str
     rows: int = 0
     files: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole move, the text index after the switch included
+    switch_seconds: float = 0.0  # from the start until the switch (the end of the pause)
     copy_seconds: float = 0.0  # the bulk copy of the tables alone
     phases: dict = field(default_factory=dict)  # seconds per step of the move, in order
     pause_seconds: float = 0.0
     catch_up_rounds: int = 0
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
+
+    @property
+    def switch_rows_per_second(self) -> float:
+        return self.rows / self.switch_seconds if self.switch_seconds else 0.0
 
     @property
     def copy_rows_per_second(self) -> float:
@@ -168,8 +179,13 @@ def request_move(user, config, name: str, confirmation: str, ip: str = "") -> No
 
 
 def run_requested(app: Flask) -> Report | None:
-    """The scheduler's side of a move asked for on the settings page."""
+    """The scheduler's side of a move asked for on the settings page; also
+    finishes the text index of a move whose process died after the switch
+    (unless another process is building it)."""
     row = RegionState.get_or_none(RegionState.id == 1)
+    if row is not None and row.phase == TEXT_INDEX:
+        report = Report(row.peer_name, app.config["REGION"])
+        return report if finish_text_index(app, report, wait=False) else None
     if row is None or row.phase != REQUESTED:
         return None
     return move(app, regions.peer_of(row), resume=True)
@@ -187,12 +203,14 @@ def move(app: Flask, target: Region, actor: audit.Actor = audit.SYSTEM, resume: 
     """Move the help center from its active store to ``target`` (see module doc)."""
     source = regions.active(app.config)
     here = _state(db.obj)
-    if here.get("status") == "moved" or here.get("phase") == "switched":
+    if here.get("status") == "moved" or here.get("phase") in ("switched", TEXT_INDEX):
         # Killed after the switch: only the last steps remain.
         peer = regions.open_url(here.get("peer_url") or "")
         if here.get("status") == "moved" and peer != target.database_url:
             raise Conflict(_l("This store has already moved to region %(name)s.", name=here["peer_name"]))
-        return _finish(app, source, target, actor, Report(source.name, target.name))
+        if here.get("status") != "moved" and target.database_url != source.database_url:
+            raise Conflict(_l("A region move is already running."))
+        return _finish(app, source, target, actor, Report(source.name, target.name), progress)
     if source.database_url == target.database_url:
         raise InvalidInput(_l("The help center already lives in that store."))
     dst = _connect(target)
@@ -246,7 +264,7 @@ def _move_lock(src, source: Region) -> Iterator[bool]:
 
 def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> Report:
     report = Report(source.name, target.name)
-    started = last = time.monotonic()
+    last = report.started
 
     def lap(phase: str) -> float:
         nonlocal last
@@ -296,13 +314,14 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
     # file copy mostly waits for the disk, the tables for the databases).
     files = replication.FileSync(source_files, target_files)
     file_copy = _Background(files.sync, files_copied)
-    indexing = None
+    after_copy = None
     try:
         lap("prepare")
         report.rows = replication.copy_tables(src, dst, step)
         report.copy_seconds = lap("tables")
-        # PostgreSQL builds the text indexes in the background meanwhile.
-        indexing = replication.TextIndexBuild(dst)
+        # SQLite rebuilds its text index now; PostgreSQL vacuums in the
+        # background meanwhile (its trigram indexes wait for the switch).
+        after_copy = replication.AfterCopy(dst)
         file_copy.wait()
         # The first comparison, chunk by chunk, before the catch-up: every
         # change since the copy's snapshot is in the journal, so the chunks it
@@ -311,12 +330,12 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
         progress("verify", 0, 1)
         checked = replication.verify_all(src, dst)
         lap("files and first verification")
-        indexing.wait()
-        lap("rest of the text index")
+        after_copy.wait()
+        lap("rest of the vacuum")
     except BaseException:
         file_copy.join()  # before the stores are closed
-        if indexing is not None:
-            indexing.join()
+        if after_copy is not None:
+            after_copy.join()
         raise
     _record_progress("catch-up", done, total)
     changed_since: dict[str, set] = {}
@@ -330,6 +349,7 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
     pause: dict[str, float] = {}
     report.pause_seconds = _cut_over(app, src, dst, source, target, checked, changed_since, files, pause)
     lap("pause and switch")
+    report.switch_seconds = last - report.started
     report.phases.update(pause)
     _checkpoint("after-switch")
     # An upload stores its file before its row waits at the gate: files that
@@ -338,8 +358,7 @@ def _copy_and_switch(app, source, target, src, dst, actor, resume, progress) -> 
     files.sync()
     lap("late files")
     report.files = len(files.seen)
-    report.seconds = time.monotonic() - started
-    return _finish(app, source, target, actor, report)
+    return _finish(app, source, target, actor, report, progress)
 
 
 class _Background:
@@ -420,18 +439,76 @@ def _cut_over(app, src, dst, source: Region, target: Region, checked, changed_si
     return time.monotonic() - started
 
 
-def _finish(app, source: Region, target: Region, actor, report: Report) -> Report:
+def _finish(app, source: Region, target: Region, actor, report: Report,
+            progress: Progress = lambda phase, done, total: None) -> Report:
     """After the switch (also when a killed move runs again): follow the move
-    in this process, and record it on the new store."""
+    in this process, record it on the new store, then build the text index
+    the copy left out (PostgreSQL). The move is audited at once: the data has
+    moved and the new store takes writes; the index only makes searches
+    faster again."""
     regions.follow(app)
     row = RegionState.get(RegionState.id == 1)
     if row.phase == "switched":
-        audit.record(actor, "region.moved", "region", target.name,
-                     details={"from": source.name, "to": target.name, "rows": report.rows,
-                              "files": report.files,
-                              "pause_ms": round(report.pause_seconds * 1000)})
-        RegionState.update(phase="done", progress="{}").where(RegionState.id == 1).execute()
+        later = replication.missing_text_indexes(db.obj)
+        with audit.transaction():
+            audit.record(actor, "region.moved", "region", target.name,
+                         details={"from": source.name, "to": target.name, "rows": report.rows,
+                                  "files": report.files,
+                                  "pause_ms": round(report.pause_seconds * 1000)})
+            RegionState.update(phase=TEXT_INDEX if later else "done",
+                               progress="{}").where(RegionState.id == 1).execute()
+    finish_text_index(app, report, progress)
+    report.seconds = time.monotonic() - report.started
     return report
+
+
+def finish_text_index(app: Flask, report: Report, progress: Progress = lambda phase, done, total: None,
+                      wait: bool = True) -> bool:
+    """The last step of a move to PostgreSQL, after the switch: build each
+    trigram index the store lacks (an INVALID leftover of a killed build is
+    dropped first), one after the other, by CREATE INDEX CONCURRENTLY, so the
+    help center keeps taking writes; then VACUUM ANALYZE. One process at a
+    time (an advisory lock of the store: ``wait`` for it, or return False
+    when another holds it); a kill leaves the phase, and a rerun of the move
+    (or the scheduler) builds what is missing. True when it ran."""
+    row = RegionState.get_or_none(RegionState.id == 1)
+    if row is None or row.phase != TEXT_INDEX:
+        return False
+    database = open_database(app.config["DATABASE_URL"])
+    locking = replication.is_postgres(database)
+    key = zlib.crc32(TEXT_INDEX_LOCK.encode())
+    try:
+        if locking and wait:
+            database.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
+        elif locking and not database.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            return False
+        try:
+            if RegionState.get(RegionState.id == 1).phase == TEXT_INDEX:  # not finished meanwhile
+                _build_text_index(database, report, progress)
+        finally:
+            if locking:
+                database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+    finally:
+        _dispose(database)
+    return True
+
+
+def _build_text_index(database, report: Report, progress: Progress) -> None:
+    last = time.monotonic()
+    todo = replication.missing_text_indexes(database)
+    for done, (name, table, column) in enumerate(todo):
+        _record_progress(TEXT_INDEX, done, len(todo))
+        progress(TEXT_INDEX, done, len(todo))
+        replication.build_text_index(database, name, table, column)
+        _checkpoint("mid-text-index")
+    progress(TEXT_INDEX, len(todo), len(todo))
+    now = time.monotonic()
+    report.phases["text index (after the switch)"], last = now - last, now
+    if replication.is_postgres(database):
+        # Statistics with the new indexes and the rows written since the copy.
+        database.execute_sql("VACUUM ANALYZE")
+    report.phases["vacuum (after the switch)"] = time.monotonic() - last
+    RegionState.update(phase="done", progress="{}").where(RegionState.id == 1).execute()
 
 
 # -- rollback and wipe -----------------------------------------------------------
@@ -441,6 +518,8 @@ def rollback(app: Flask, actor: audit.Actor = audit.SYSTEM, progress: Progress =
     row = RegionState.get_or_none(RegionState.id == 1)
     if row is None or not row.peer_url or row.wipe_after is None or row.status != "active":
         raise InvalidInput(_l("There is no earlier store to roll back to."))
+    if row.phase not in ("", "done"):  # the text index after the switch, or a requested move
+        raise Conflict(_l("A region move is already running."))
     previous = regions.peer_of(row)
     old = _connect(previous)
     if _state(old).get("status") != "moved":
@@ -482,7 +561,8 @@ def wipe_expired(app: Flask, now: dt.datetime | None = None) -> str | None:
         _dispose(database)
     files = replication.remove_files(regions.store_of(app.config, old))
     RegionState.update(peer_name="", peer_url="", peer_files="", wipe_after=None,
-                       phase="wiped").where(RegionState.id == 1).execute()
+                       phase=TEXT_INDEX if row.phase == TEXT_INDEX else "wiped",
+                       ).where(RegionState.id == 1).execute()
     audit.record(audit.SYSTEM, "region.wiped", "region", old.name,
                  details={"region": old.name, "files": files})
     return old.name

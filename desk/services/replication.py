@@ -31,7 +31,6 @@ from desk.models import ALL_MODELS
 from desk.models import RegionJournal
 from desk.models import RegionState
 from desk.models.search import INDEXED
-from desk.models.search import ddl as text_index_ddl
 from desk.models.search import fts_table
 from desk.models.search import trigram_index
 from desk.services import storage
@@ -463,8 +462,8 @@ def _bulk_copy(src, dst, t: Table, line: str, batch: int) -> int:
     transaction of ``dst``, by COPY, with the table's foreign keys and
     secondary indexes set aside meanwhile and put back after (each checked
     and built once, instead of once per row). The trigram text indexes are
-    left to build_text_index. A kill rolls it all back: the table is empty
-    again, its keys and indexes in place."""
+    left to build_text_index, after the switch. A kill rolls it all back:
+    the table is empty again, its keys and indexes in place."""
     fks = dst.execute_sql(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE conrelid = %s::regclass AND contype = 'f' ORDER BY conname", (_quote_name(t.name),)).fetchall()
@@ -525,14 +524,15 @@ def copy_tables(src, dst, progress: Progress, batch: int = BATCH) -> int:
     return total
 
 
-class TextIndexBuild:
-    """The text index of a target after the bulk copy. SQLite: the FTS5
-    tables rebuilt, at once. PostgreSQL: the trigram GIN indexes (left out of
-    the bulk copy) built one after the other by a thread on a connection of
-    its own, then every table vacuumed and analysed, while the move goes on
-    with the files and the first verification; ``wait`` before changing those
-    tables again (a build holds a lock that makes writers wait anyway).
-    Idempotent: indexes already there are kept."""
+class AfterCopy:
+    """What a target needs after the bulk copy, before the pause. SQLite: the
+    FTS5 tables rebuilt, at once (an index that missed the copied rows would
+    give wrong search results). PostgreSQL: every table vacuumed and analysed
+    by a thread on a connection of its own, while the move goes on with the
+    files and the first verification: statistics for the planner of the new
+    store, and a visibility map (counting rows in the pause then reads the
+    indexes only). The trigram indexes the bulk copy left out are built after
+    the switch (build_text_index), while the new store takes writes."""
 
     def __init__(self, dst):
         self.dst = dst
@@ -541,21 +541,13 @@ class TextIndexBuild:
         if not is_postgres(dst):
             rebuild_text_index(dst)
             return
-        statements = text_index_ddl(dst)
-        dst.execute_sql(statements[0])  # the extension
-        # One index after the other: each build takes a processor of the
-        # database server for seconds, and the help center keeps serving.
-        thread = threading.Thread(target=self._build, args=(statements[1:],), daemon=True)
+        thread = threading.Thread(target=self._vacuum, daemon=True)
         thread.start()
         self.threads.append(thread)
 
-    def _build(self, statements: list[str]) -> None:
+    def _vacuum(self) -> None:
         try:
             with self.dst.connection_context():
-                for statement in statements:
-                    self.dst.execute_sql(statement)
-                # Statistics for the planner of the new store, and a visibility
-                # map (counting rows in the pause reads the indexes only).
                 self.dst.execute_sql("VACUUM ANALYZE")
         except BaseException as exc:  # noqa: BLE001 - handed to wait()
             self.errors.append(exc)
@@ -570,6 +562,37 @@ class TextIndexBuild:
         if self.errors:
             error, self.errors = self.errors[0], []
             raise error
+
+
+# -- the text index of a PostgreSQL target, after the switch -------------------
+
+def missing_text_indexes(database) -> list[tuple[str, str, str]]:
+    """The trigram indexes (name, table, column) a PostgreSQL store lacks or
+    holds only as INVALID (what a killed CREATE INDEX CONCURRENTLY leaves);
+    none on SQLite."""
+    if not is_postgres(database):
+        return []
+    missing = []
+    for table, columns in INDEXED.items():
+        for column in columns:
+            name = trigram_index(table, column)
+            valid = database.execute_sql("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
+                                         (_quote_name(name),)).fetchone()
+            if not (valid and valid[0]):
+                missing.append((name, table, column))
+    return missing
+
+
+def build_text_index(database, name: str, table: str, column: str) -> None:
+    """Build one trigram index of a PostgreSQL store while its table takes
+    writes (CREATE INDEX CONCURRENTLY, outside any transaction), after
+    dropping the INVALID leftover of a killed build, if any (the caller knows
+    from missing_text_indexes that a valid one is not there)."""
+    database.execute_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    index = _quote_name(name)
+    database.execute_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
+    database.execute_sql(f"CREATE INDEX CONCURRENTLY {index} ON {_quote_name(table)} "
+                         f"USING gin ({_quote_name(column)} gin_trgm_ops)")
 
 
 def reset_sequences(dst) -> None:
@@ -739,8 +762,9 @@ def verify_all(src, dst) -> Verification:
     """Compare every table chunk by chunk (while writes may still go on:
     differing chunks are rechecked during the pause)."""
     ranges, differing = {}, {}
-    # One side after the other: this runs beside the build of the text
-    # index, and the help center keeps serving (the pause reads both at once).
+    # One side after the other: this runs beside the target's vacuum (and a
+    # SQLite target's text index), and the help center keeps serving (the
+    # pause reads both at once).
     for t in tables():
         if not t.int_pk:
             continue
