@@ -6,9 +6,10 @@ Generates the bench data set on SQLite (bench/generate.py), serves it with the
 production server, measures the heavy user's My Tickets page with wrk while
 idle, then runs ``app.py region-migrate`` to a fresh PostgreSQL database while
 wrk keeps loading the same page (and a customer keeps replying, so the copy
-has changes to catch up). Reports the move's rows/s, total time, longest write
-pause, the page p99 during the move against idle (a ratio in one run), and
-whether every page answered. Writes its own section of bench/RESULTS.md
+has changes to catch up). Reports the move's rows/s until the switch and
+including the trigram indexes PostgreSQL builds after it, total time, longest
+write pause, the page p99 during the move (the index build included) against
+idle (a ratio in one run), and whether every page answered. Writes its own section of bench/RESULTS.md
 (between the ``region-move`` markers) and bench/out/region_move.json.
 """
 from __future__ import annotations
@@ -41,8 +42,11 @@ from bench.run import pg_database  # noqa: E402
 
 START, END = "<!-- region-move -->", "<!-- /region-move -->"
 MOVED_RE = re.compile(r"moved from \S+ to \S+: (\d+) rows, (\d+) files in ([\d.]+) s "
-                      r"\(([\d,]+) rows/s\); longest write pause (\d+) ms; "
+                      r"\(([\d,]+) rows/s\); switched after ([\d.]+) s \(([\d,]+) rows/s\); "
+                      r"longest write pause (\d+) ms; "
                       r"the tables copied in ([\d.]+) s \(([\d,]+) rows/s\)")
+STEP_RE = re.compile(r"(?:^|, )(.+?) ([\d.]+) s(?=, |$)")
+AFTER_SWITCH = ("text index (after the switch)", "vacuum (after the switch)")
 
 
 def replier(server: Server, meta: dict, stop: threading.Event, out: dict) -> None:
@@ -110,13 +114,16 @@ def main() -> int:
         match = MOVED_RE.search(stdout)
         if move.returncode != 0 or not match:
             raise RuntimeError(f"the move failed ({move.returncode}):\n{stdout}\n{stderr[-3000:]}")
-        rows, files, seconds, rate, pause, copy_seconds, copy_rate = match.groups()
+        rows, files, seconds, rate, switch_seconds, switch_rate, pause, copy_seconds, copy_rate = match.groups()
         R["move"] = {"rows": int(rows), "files": int(files), "seconds": float(seconds),
                      "rows_per_second": int(rate.replace(",", "")), "pause_ms": int(pause),
+                     "switch_seconds": float(switch_seconds),
+                     "switch_rows_per_second": int(switch_rate.replace(",", "")),
                      "copy_seconds": float(copy_seconds),
                      "copy_rows_per_second": int(copy_rate.replace(",", ""))}
         steps = re.search(r"^steps: (.*)$", stdout, re.M)
         R["move"]["steps"] = steps.group(1) if steps else ""
+        R["move"]["step_seconds"] = {name: float(s) for name, s in STEP_RE.findall(R["move"]["steps"])}
         log("after: My Tickets page 1, now served from PostgreSQL")
         R["after"] = load.run(server, "my_tickets_after_move", "/my/tickets", cookie, pair=False)
     finally:
@@ -133,13 +140,19 @@ def main() -> int:
 def write_section(R: dict, path: Path) -> None:
     m, idle, during, after = R["move"], R["idle"], R["during"], R["after"]
     p99_ratio = during["p99_ms"] / idle["p99_ms"] if idle["p99_ms"] else 0
+    after_switch = sum(m["step_seconds"].get(name, 0.0) for name in AFTER_SWITCH)
     rows = [
-        ("move rate, the whole move (rows/s)", f"{m['rows_per_second']:,}", ">= 50,000",
-         m["rows_per_second"] >= 50_000),
+        ("move rate until the switch (rows/s)",
+         f"{m['switch_rows_per_second']:,} ({m['switch_seconds']:.1f} s)", ">= 50,000",
+         m["switch_rows_per_second"] >= 50_000),
+        ("move rate including the text index after the switch (rows/s)",
+         f"{m['rows_per_second']:,} ({m['seconds']:.1f} s, of which {after_switch:.1f} s "
+         "text index and vacuum after the switch)", ">= 50,000", m["rows_per_second"] >= 50_000),
         ("copy phase alone (rows/s)", f"{m['copy_rows_per_second']:,} ({m['copy_seconds']:.1f} s)",
          ">= 50,000", m["copy_rows_per_second"] >= 50_000),
         ("longest write pause", f"{m['pause_ms']} ms", "< 1,000 ms", m["pause_ms"] < 1000),
-        ("My Tickets p99 during the copy / idle", f"{p99_ratio:.2f}x", "<= 2x", p99_ratio <= 2),
+        ("My Tickets p99 during the move (index build included) / idle", f"{p99_ratio:.2f}x", "<= 2x",
+         p99_ratio <= 2),
         ("pages answered with an error during the move", str(during["errors"]), "0", during["errors"] == 0),
         ("customer replies that failed", str(R["writes"].get("failed")), "0", R["writes"].get("failed") == 0),
     ]
