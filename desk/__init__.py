@@ -79,7 +79,7 @@ def init_extensions(app: Flask) -> None:
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
     login_manager.user_loader(load_user)
-    from flask_babel import lazy_gettext as _l
+    from desk.i18n import lazy_gettext as _l
     login_manager.login_message = _l("Please sign in to see this page.")
     login_manager.login_message_category = "info"
 

@@ -91,14 +91,14 @@ def _placeholders(text: str) -> Counter:
 
 
 def test_source_marks_strings_with_names_the_extractor_knows():
-    """`from flask_babel import lazy_gettext` (not `as _l`) would hide its strings
+    """`from desk.i18n import lazy_gettext` (not `as _l`) would hide its strings
     from `make extract-messages`: every translating import must bind a keyword."""
     translating = {"gettext", "ngettext", "pgettext", "npgettext", "lazy_gettext",
                    "lazy_ngettext", "lazy_pgettext", "lazy_npgettext"}
     unknown = []
     for path in sorted((ROOT / "desk").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module == "flask_babel":
+            if isinstance(node, ast.ImportFrom) and node.module in ("flask_babel", "desk.i18n"):
                 for alias in node.names:
                     bound = alias.asname or alias.name
                     if alias.name in translating and bound not in KEYWORDS:
@@ -165,6 +165,33 @@ def test_browser_language_chooses_the_interface_language(client):
     en = client.get("/login", headers=EN).get_data(as_text=True)
     assert '<html lang="en">' in en
     assert "<h1>Sign in</h1>" in en and "登录" not in en
+
+
+def test_a_forced_language_holds_inside_its_block_and_no_further(app):
+    """desk.i18n looks the translations up once per request and language: a
+    mail written in its recipient's language (force_locale) inside a request
+    in another language gets its own strings, and the page after it gets the
+    request's again, from Python, lazy labels and templates alike."""
+    from flask import render_template_string
+    from flask_babel import force_locale
+
+    from desk.i18n import gettext
+    from desk.web.labels import STATUS_LABELS
+
+    def strings() -> tuple[str, str, str]:
+        return (gettext("Sign in"), str(STATUS_LABELS["closed"]),
+                render_template_string("{{ _('Sign in') }}"))
+
+    with app.test_request_context("/", headers=EN):
+        assert strings() == ("Sign in", "Closed", "Sign in")
+        with force_locale("zh_Hans"):
+            assert strings() == ("登录", "已关闭", "登录")
+        assert strings() == ("Sign in", "Closed", "Sign in")
+    with app.test_request_context("/", headers=ZH):
+        assert strings() == ("登录", "已关闭", "登录")
+        with force_locale("en"):
+            assert strings() == ("Sign in", "Closed", "Sign in")
+        assert strings() == ("登录", "已关闭", "登录")
 
 
 def test_unknown_or_missing_browser_language_falls_back_to_english(client):

@@ -1,5 +1,5 @@
 """The custom field definition form (the values' rules live in the service)."""
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField
 from wtforms import IntegerField

@@ -1,7 +1,7 @@
 """Validators shared by every form."""
 import unicodedata
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import ValidationError
 

@@ -1,5 +1,5 @@
 """Recycle bin, erasure and privacy settings forms."""
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import IntegerField
 from wtforms import RadioField

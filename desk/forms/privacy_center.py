@@ -1,5 +1,5 @@
 """Privacy center forms: logging and handling data subject requests."""
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField
 from wtforms import DateField

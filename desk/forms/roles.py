@@ -1,6 +1,6 @@
 """Role and agent forms. The permission matrix and field levels are read as
 plain inputs (permissions, field:<module>.<name>) and checked by the service."""
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import SelectField
 from wtforms import SelectMultipleField

@@ -1,5 +1,5 @@
 """Ticket, reply and ticket-property forms."""
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField
 from wtforms import HiddenField

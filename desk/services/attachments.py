@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import BinaryIO, Callable
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import crypto

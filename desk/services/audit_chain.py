@@ -4,7 +4,7 @@ mailed to the administrators once a day when mail is configured."""
 from __future__ import annotations
 
 from flask_babel import force_locale
-from flask_babel import gettext as _
+from desk.i18n import gettext as _
 
 from desk import audit
 from desk.services import audit_log

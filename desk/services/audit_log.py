@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import current_app
 from flask_babel import force_locale
-from flask_babel import gettext as _
+from desk.i18n import gettext as _
 
 from desk import audit
 from desk import policy

@@ -1,7 +1,7 @@
 """Signing in and out, with per-account throttling of wrong passwords."""
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from flask_babel import ngettext
 
 from desk import audit

@@ -20,7 +20,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import crypto
 from desk.db import db

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from flask import current_app
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 from peewee import SQL
 from peewee import fn
 

@@ -2,7 +2,7 @@
 within the role's permissions and field-level permissions."""
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from peewee import IntegrityError
 
 from desk import audit

@@ -15,7 +15,7 @@ from decimal import Decimal
 from decimal import InvalidOperation
 
 from flask_babel import get_locale
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import crypto

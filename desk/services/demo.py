@@ -8,7 +8,7 @@ import zlib
 from dataclasses import dataclass
 from dataclasses import field
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import crypto

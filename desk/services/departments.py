@@ -1,7 +1,7 @@
 """Departments, created by admins, with agents as members."""
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import policy

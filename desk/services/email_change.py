@@ -7,8 +7,8 @@ import datetime as dt
 
 from flask import current_app
 from flask_babel import force_locale
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import crypto

@@ -12,7 +12,7 @@ import json
 import logging
 
 from flask import current_app
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import crypto

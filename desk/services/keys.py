@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from peewee import fn
 
 from desk import audit

@@ -12,7 +12,7 @@ from email.utils import formatdate
 from email.utils import make_msgid
 from typing import Iterator
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import policy

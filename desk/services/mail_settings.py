@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import crypto

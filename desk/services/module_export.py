@@ -18,7 +18,7 @@ from dataclasses import replace
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from peewee import JOIN
 from peewee import Case
 from peewee import Value

@@ -3,7 +3,7 @@ version; signing up records which version the person accepted; after a
 change, people acknowledge the new version at their next sign-in."""
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import policy

@@ -7,8 +7,8 @@ from email_validator import EmailNotValidError
 from email_validator import validate_email
 from flask import current_app
 from flask_babel import force_locale
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 from peewee import JOIN
 from peewee import IntegrityError
 from peewee import fn

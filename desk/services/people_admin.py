@@ -1,7 +1,7 @@
 """Lists of contacts (end users) and agents for the desk."""
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import policy
 from desk.errors import NotFound

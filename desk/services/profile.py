@@ -6,7 +6,7 @@ import re
 import zoneinfo
 from functools import lru_cache
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import crypto

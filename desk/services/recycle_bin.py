@@ -7,7 +7,7 @@ import operator
 from dataclasses import dataclass
 from functools import reduce
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from desk import audit
 from desk import crypto
 from desk import policy

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from flask import Flask
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import policy

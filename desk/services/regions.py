@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 from flask import current_app
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 
 from desk import crypto
 from desk import db as database

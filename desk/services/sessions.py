@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import current_app
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from peewee import JOIN
 
 from desk import audit

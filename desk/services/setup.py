@@ -1,7 +1,7 @@
 """First start: a one-time link where the first administrator is created."""
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from peewee import IntegrityError
 
 from desk import audit

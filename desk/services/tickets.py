@@ -6,7 +6,7 @@ desk.policy, and every write goes through desk.audit.
 from __future__ import annotations
 
 from flask import current_app
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from peewee import JOIN
 from peewee import OP
 from peewee import SQL

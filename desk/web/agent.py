@@ -6,8 +6,7 @@ from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
-from flask_babel import gettext as _
-from flask_login import current_user
+from desk.i18n import gettext as _
 
 from desk import policy
 from desk.errors import DeskError
@@ -22,6 +21,7 @@ from desk.web.fields import field_errors
 from desk.web.fields import posted_custom_values
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip
+from desk.web.guards import me
 from desk.web.pages import ascii_number
 from desk.web.pages import page_number
 from desk.web.uploads import uploads
@@ -35,19 +35,20 @@ bp = Blueprint("agent", __name__, url_prefix="/agent")
 def tickets():
     """Ticket list with filters; by default open tickets assigned to me and
     unassigned ones in my departments."""
+    user = me()
     filters = filters_from.ticket_filters(request.args)
-    page = ticket_service.agent_tickets(current_user, filters, page_number())
-    pickable = custom_fields.list_columns(current_user, "tickets")
+    page = ticket_service.agent_tickets(user, filters, page_number())
+    pickable = custom_fields.list_columns(user, "tickets")
     filterable = listing.filterable(pickable)
     columns, column_values = custom_fields.column_values(
-        current_user, "tickets", [t.id for t in page.items], filters.columns, pickable)
+        user, "tickets", [t.id for t in page.items], filters.columns, pickable)
     return render_template("agent/tickets.html", page=page, filters=filters,
                            custom_filters=filterable, custom_values=dict(filters.custom),
                            choices={f.key: custom_fields.choices_of(f) for f in filterable},
                            pickable=pickable,
                            columns=columns, column_values=column_values,
-                           fields=policy.field_levels(current_user, "tickets"),
-                           contact_fields=policy.field_levels(current_user, "contacts"),
+                           fields=policy.field_levels(user, "tickets"),
+                           contact_fields=policy.field_levels(user, "contacts"),
                            agents=ticket_service.assignable_agents(),
                            departments=ticket_service.all_departments(),
                            args=filters_from.ticket_args(request.args))
@@ -65,7 +66,7 @@ def _properties_form(ticket) -> TicketPropertiesForm:
     form.department.choices = options([(0, _("None"))] + [(d.id, d.name) for d in ticket_service.all_departments()])
     form.assignee.choices = options([(0, _("Unassigned"))] + [(a.id, a.name) for a in ticket_service.assignable_agents()])
     for name in PROPERTY_FIELDS:
-        if policy.field_access(current_user, "tickets", name) != policy.EDIT:
+        if policy.field_access(me(), "tickets", name) != policy.EDIT:
             delattr(form, name)
     return form
 
@@ -88,22 +89,23 @@ def _posted_properties(form) -> dict:
 
 def _ticket_page(ticket_id: int, reply_form=None, properties_form=None, status=200,
                  custom_posted=None, custom_errors=None):
-    ticket = ticket_service.get_ticket(current_user, ticket_id)
-    can_edit = policy.can_edit_ticket(current_user)
+    user = me()
+    ticket = ticket_service.get_ticket(user, ticket_id)
+    can_edit = policy.can_edit_ticket(user)
     if reply_form is None:
         reply_form = AgentReplyForm(visibility="public" if can_edit else "private")
     return render_template("agent/ticket.html", ticket=ticket,
-                           comments=ticket_service.thread(current_user, ticket),
+                           comments=ticket_service.thread(user, ticket),
                            files=ticket_service.ticket_files(ticket),
                            form=reply_form,
                            properties=properties_form or _properties_form(ticket),
                            can_edit=can_edit,
-                           fields=policy.field_levels(current_user, "tickets"),
-                           contact_fields=policy.field_levels(current_user, "contacts"),
-                           custom=custom_fields.values_for(current_user, "tickets", ticket),
+                           fields=policy.field_levels(user, "tickets"),
+                           contact_fields=policy.field_levels(user, "contacts"),
+                           custom=custom_fields.values_for(user, "tickets", ticket),
                            custom_posted=custom_posted or {}, custom_errors=custom_errors or {},
-                           can_delete_ticket=policy.can_delete(current_user, "tickets"),
-                           can_delete_comment=policy.can_delete(current_user, "comments")), status
+                           can_delete_ticket=policy.can_delete(user, "tickets"),
+                           can_delete_comment=policy.can_delete(user, "comments")), status
 
 
 @bp.route("/tickets/<id:ticket_id>")
@@ -122,7 +124,7 @@ def reply(ticket_id: int):
         return _ticket_page(ticket_id, reply_form=form, status=400)
     public = form.visibility.data != "private"
     try:
-        ticket_service.reply(current_user, ticket_id, form.body.data, public, uploads(), client_ip(),
+        ticket_service.reply(me(), ticket_id, form.body.data, public, uploads(), client_ip(),
                              form_key=form.form_key.data)
     except DeskError as err:
         if err.status in (403, 404):
@@ -137,13 +139,13 @@ def reply(ticket_id: int):
 @agent_required
 def properties(ticket_id: int):
     """Change status, priority, department and assignee."""
-    ticket = ticket_service.get_ticket(current_user, ticket_id)
-    if not policy.can_edit_ticket(current_user):
+    ticket = ticket_service.get_ticket(me(), ticket_id)
+    if not policy.can_edit_ticket(me()):
         abort(403)
     form = _properties_form(ticket)
     if not form.validate_on_submit():
         return _ticket_page(ticket_id, properties_form=form, status=400)
-    changed = ticket_service.update_ticket(current_user, ticket_id, client_ip(),
+    changed = ticket_service.update_ticket(me(), ticket_id, client_ip(),
                                            **_posted_properties(form))
     flash(_("Ticket updated.") if changed else _("Nothing changed."), "success")
     return redirect(url_for("agent.ticket", ticket_id=ticket_id))
@@ -157,7 +159,7 @@ def ticket_fields(ticket_id: int):
         abort(400)
     posted = posted_custom_values(request.form)
     try:
-        changed = ticket_service.update_custom_fields(current_user, ticket_id, posted, client_ip())
+        changed = ticket_service.update_custom_fields(me(), ticket_id, posted, client_ip())
     except DeskError as err:
         if err.status in (403, 404):
             raise
@@ -173,7 +175,7 @@ def delete_ticket(ticket_id: int):
     """Move the ticket to the recycle bin."""
     if not EmptyForm().validate_on_submit():
         abort(400)
-    ticket_service.delete_ticket(current_user, ticket_id, client_ip())
+    ticket_service.delete_ticket(me(), ticket_id, client_ip())
     flash(_("Ticket #%(id)d moved to the recycle bin.", id=ticket_id), "success")
     return redirect(url_for("agent.tickets"))
 
@@ -184,6 +186,6 @@ def delete_comment(ticket_id: int, comment_id: int):
     """Move one comment to the recycle bin."""
     if not EmptyForm().validate_on_submit():
         abort(400)
-    ticket_service.delete_comment(current_user, ticket_id, comment_id, client_ip())
+    ticket_service.delete_comment(me(), ticket_id, comment_id, client_ip())
     flash(_("Comment moved to the recycle bin."), "success")
     return redirect(url_for("agent.ticket", ticket_id=ticket_id))

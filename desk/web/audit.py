@@ -6,7 +6,7 @@ from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
-from flask_babel import gettext as _
+from desk.i18n import gettext as _
 from flask_login import current_user
 
 from desk import policy

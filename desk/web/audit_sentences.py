@@ -12,8 +12,8 @@ import json
 from typing import Any, Callable
 
 from flask_babel import format_decimal
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import crypto

@@ -2,8 +2,8 @@
 services, HTTP errors, CSRF failures, and the last-resort 500."""
 from flask import Flask
 from flask import render_template
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 

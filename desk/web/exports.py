@@ -5,7 +5,7 @@ from flask import Blueprint
 from flask import Response
 from flask import request
 from flask import stream_with_context
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from flask_login import current_user
 
 from desk.errors import InvalidInput

@@ -1,7 +1,7 @@
 """Translated labels for stored codes (statuses, priorities, permissions,
 fields, built-in role names), for forms and pages."""
 from flask_babel import format_decimal
-from flask_babel import lazy_gettext as _l
+from desk.i18n import lazy_gettext as _l
 from flask_babel import ngettext
 
 STATUS_LABELS = {"open": _l("Open"), "on_hold": _l("On hold"), "closed": _l("Closed")}

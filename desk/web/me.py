@@ -10,7 +10,7 @@ from flask import render_template
 from flask import request
 from flask import stream_with_context
 from flask import url_for
-from flask_babel import gettext as _
+from desk.i18n import gettext as _
 from flask_login import current_user
 from flask_login import login_required
 from flask_login import logout_user

@@ -7,8 +7,7 @@ from flask import render_template
 from flask import request
 from flask import session
 from flask import url_for
-from flask_babel import gettext as _
-from flask_login import current_user
+from desk.i18n import gettext as _
 from flask_login import login_required
 
 from desk.config import LANGUAGES
@@ -25,6 +24,7 @@ from desk.services import tickets
 from desk.web.fields import field_errors
 from desk.web.fields import posted_custom_values
 from desk.web.guards import client_ip
+from desk.web.guards import me
 from desk.web.pages import form_error
 from desk.web.pages import invalid_form
 from desk.web.pages import page_number
@@ -36,7 +36,7 @@ bp = Blueprint("portal", __name__)
 
 
 def end_user_only():
-    if not current_user.is_end_user:
+    if not me().is_end_user:
         abort(403)
 
 
@@ -56,11 +56,11 @@ def new_ticket():
     form.department.choices = options([(0, _("Choose…"))] + [(d.id, d.name) for d in departments])
     posted = posted_custom_values(request.form)
     context = {"show_departments": len(departments) > 1, "posted": posted, "errors": {},
-               "custom": custom_fields.form_fields(current_user, "tickets")}
+               "custom": custom_fields.form_fields(me(), "tickets")}
     if not form.validate_on_submit():
         return invalid_form(form, "portal/new_ticket.html", **context)
     try:
-        ticket = tickets.submit(current_user, form.subject.data, form.description.data,
+        ticket = tickets.submit(me(), form.subject.data, form.description.data,
                                 form.department.data or None, uploads(), client_ip(), posted,
                                 form_key=form.form_key.data)
     except DeskError as err:
@@ -79,16 +79,16 @@ def my_tickets():
     status = request.args.get("status", "")
     status = status if status in STATUSES else ""
     q = search_arg(request.args)
-    page = tickets.requester_tickets(current_user, status or None, q, page_number())
+    page = tickets.requester_tickets(me(), status or None, q, page_number())
     return render_template("portal/my_tickets.html", page=page, status=status, q=q,
-                           counts=tickets.status_counts(current_user))
+                           counts=tickets.status_counts(me()))
 
 
 def _ticket_page(ticket_id: int, form, status=200):
-    ticket = tickets.get_ticket(current_user, ticket_id)
+    ticket = tickets.get_ticket(me(), ticket_id)
     return render_template("portal/ticket.html", ticket=ticket, form=form,
-                           custom=custom_fields.values_for(current_user, "tickets", ticket),
-                           comments=tickets.thread(current_user, ticket),
+                           custom=custom_fields.values_for(me(), "tickets", ticket),
+                           comments=tickets.thread(me(), ticket),
                            files=tickets.ticket_files(ticket), status_form=StatusForm()), status
 
 
@@ -96,13 +96,13 @@ def _ticket_page(ticket_id: int, form, status=200):
 @login_required
 def ticket(ticket_id: int):
     """One of my tickets with its public conversation; POST adds a reply."""
-    if current_user.is_agent:
+    if me().is_agent:
         return redirect(url_for("agent.ticket", ticket_id=ticket_id))
     form = ReplyForm()
     if not form.validate_on_submit():
         return _ticket_page(ticket_id, form, 400 if form.is_submitted() else 200)
     try:
-        tickets.reply(current_user, ticket_id, form.body.data, True, uploads(), client_ip(),
+        tickets.reply(me(), ticket_id, form.body.data, True, uploads(), client_ip(),
                       form_key=form.form_key.data)
     except DeskError as err:
         if err.status == 404:
@@ -120,7 +120,7 @@ def ticket_status(ticket_id: int):
     form = StatusForm()
     if not form.validate_on_submit():
         abort(400)
-    tickets.set_status_as_requester(current_user, ticket_id, form.status.data, client_ip())
+    tickets.set_status_as_requester(me(), ticket_id, form.status.data, client_ip())
     flash(_("The ticket is closed.") if form.status.data == "closed" else _("The ticket is open again."),
           "success")
     return redirect(url_for("portal.ticket", ticket_id=ticket_id))

@@ -7,8 +7,8 @@ import json
 from flask import Flask
 from flask import current_app
 from flask import request
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
