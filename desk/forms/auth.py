@@ -1,6 +1,6 @@
 """Sign-up, sign-in and first-administrator forms."""
 from desk.i18n import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from desk.forms import Form
 from wtforms import BooleanField
 from wtforms import EmailField
 from wtforms import PasswordField
@@ -21,7 +21,7 @@ def _email_field():
         Email(_l("Enter a valid email address."), check_deliverability=False)])
 
 
-class SignupForm(FlaskForm):
+class SignupForm(Form):
     name = StringField(_l("Name"), validators=[
         DataRequired(_l("Enter your name.")), Length(max=NAME_MAX), NoControlCharacters()])
     email = _email_field()
@@ -30,7 +30,7 @@ class SignupForm(FlaskForm):
         NoControlCharacters()])
 
 
-class SignupConfirmForm(FlaskForm):
+class SignupConfirmForm(Form):
     """The link from the sign-up mail: the password chosen on the sign-up form."""
     password = PasswordField(_l("Password"), validators=[
         DataRequired(_l("Enter your password.")), Length(max=PASSWORD_MAX)])
@@ -40,12 +40,12 @@ class SetupForm(SignupForm):
     """The first administrator: same fields as sign-up."""
 
 
-class LoginForm(FlaskForm):
+class LoginForm(Form):
     email = _email_field()
     password = PasswordField(_l("Password"), validators=[
         DataRequired(_l("Enter your password.")), Length(max=PASSWORD_MAX)])
     remember = BooleanField(_l("Remember me"))
 
 
-class EmptyForm(FlaskForm):
+class EmptyForm(Form):
     """A CSRF-only form for button actions."""

@@ -1,6 +1,6 @@
 """The custom field definition form (the values' rules live in the service)."""
 from desk.i18n import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from desk.forms import Form
 from wtforms import BooleanField
 from wtforms import IntegerField
 from wtforms import SelectField
@@ -17,7 +17,7 @@ from desk.web.labels import FIELD_TYPE_LABELS
 from desk.web.labels import MODULE_LABELS
 
 
-class FieldForm(FlaskForm):
+class FieldForm(Form):
     """Define or change a field. Module, key and type are fixed once created."""
 
     module = SelectField(_l("For"), choices=options((m, MODULE_LABELS[m]) for m in ("tickets", "contacts")))

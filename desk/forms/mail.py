@@ -1,6 +1,6 @@
 """The SMTP settings page: the settings, and the address of a test mail."""
 from desk.i18n import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from desk.forms import Form
 from wtforms import BooleanField
 from wtforms import EmailField
 from wtforms import IntegerField
@@ -16,7 +16,7 @@ from wtforms.validators import Optional
 from desk.forms.fields import NoControlCharacters
 
 
-class SmtpForm(FlaskForm):
+class SmtpForm(Form):
     host = StringField(_l("SMTP server"), validators=[Optional(), Length(max=253), NoControlCharacters()],
                        description=_l("Leave empty to write mail to the outbox folder instead."))
     port = IntegerField(_l("Port"), default=587, validators=[
@@ -32,7 +32,7 @@ class SmtpForm(FlaskForm):
         NoControlCharacters()])
 
 
-class TestMailForm(FlaskForm):
+class TestMailForm(Form):
     to = EmailField(_l("Send a test mail to"), validators=[
         DataRequired(_l("Enter your email address.")), Length(max=254), NoControlCharacters(),
         Email(_l("Enter a valid email address."), check_deliverability=False)])

@@ -1,6 +1,6 @@
 """Privacy center forms: logging and handling data subject requests."""
 from desk.i18n import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from desk.forms import Form
 from wtforms import BooleanField
 from wtforms import DateField
 from wtforms import DateTimeLocalField
@@ -29,7 +29,7 @@ CHANNEL_LABELS = {"my_info": _l("Their own account (My Info)"), "email": _l("Ema
 OUTCOME_LABELS = {DONE: _l("Done"), REFUSED: _l("Refused")}
 
 
-class LogRequestForm(FlaskForm):
+class LogRequestForm(Form):
     email = StringField(_l("The person's email address"), validators=[
         DataRequired(_l("Enter the person's email address.")), Email(_l("Enter a valid email address.")),
         Length(max=254)])
@@ -44,7 +44,7 @@ class LogRequestForm(FlaskForm):
     notes = TextAreaField(_l("Notes"), validators=[Length(max=TEXT_MAX)])
 
 
-class ExtendForm(FlaskForm):
+class ExtendForm(Form):
     days = IntegerField(_l("Extend by (days)"), validators=[
         DataRequired(_l("Enter a number of days.")),
         NumberRange(1, MAX_EXTENSION_DAYS, _l("Extend by 1 to %(max)d days.", max=MAX_EXTENSION_DAYS))])
@@ -53,18 +53,18 @@ class ExtendForm(FlaskForm):
         Length(max=TEXT_MAX)])
 
 
-class LinkForm(FlaskForm):
+class LinkForm(Form):
     target = SelectField(_l("Fulfilled by"), validators=[DataRequired(_l("Choose one of this person's actions."))])
 
 
-class CloseForm(FlaskForm):
+class CloseForm(Form):
     outcome = SelectField(_l("Outcome"), choices=options(list(OUTCOME_LABELS.items())),
                           validators=[DataRequired(_l("Choose done or refused."))])
     notes = TextAreaField(_l("What was done, or why it was refused"), validators=[
         DataRequired(_l("Say what was done, or why the request was refused.")), Length(max=TEXT_MAX)])
 
 
-class BreachForm(FlaskForm):
+class BreachForm(Form):
     discovered_at = DateTimeLocalField(_l("Discovered at (UTC)"), format="%Y-%m-%dT%H:%M", validators=[
         DataRequired(_l("Enter when the breach was discovered."))])
     description = TextAreaField(_l("What happened"), validators=[
@@ -82,7 +82,7 @@ class BreachForm(FlaskForm):
                                             validators=[Optional()])
 
 
-class ProcessingDetailsForm(FlaskForm):
+class ProcessingDetailsForm(Form):
     controller_name = StringField(_l("Controller (the organization running this help center)"),
                                   validators=[Length(max=5000)])
     controller_contact = StringField(_l("Controller's contact (address, email)"), validators=[Length(max=5000)])
@@ -93,6 +93,6 @@ class ProcessingDetailsForm(FlaskForm):
                                validators=[Length(max=5000)])
 
 
-class NoticeForm(FlaskForm):
+class NoticeForm(Form):
     text = TextAreaField(_l("Privacy notice"), validators=[
         DataRequired(_l("Write the notice.")), Length(max=50_000)])

@@ -1,6 +1,6 @@
 """My Info, email change, password and data export forms."""
 from desk.i18n import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from desk.forms import Form
 from wtforms import EmailField
 from wtforms import PasswordField
 from wtforms import SelectField
@@ -26,7 +26,7 @@ def _text(label, max_length, required=False):
     return StringField(label, validators=validators)
 
 
-class MyInfoForm(FlaskForm):
+class MyInfoForm(Form):
     """End user's own details. The email address is shown, not edited."""
 
     name = _text(_l("Name"), NAME_MAX, required=True)
@@ -48,13 +48,13 @@ class AgentInfoForm(MyInfoForm):
     signature = TextAreaField(_l("Signature"), validators=[Length(max=2000), NoControlCharacters()])
 
 
-class EmailChangeForm(FlaskForm):
+class EmailChangeForm(Form):
     new_email = EmailField(_l("New email address"), validators=[
         DataRequired(_l("Enter your new email address.")), Length(max=254), NoControlCharacters(),
         Email(_l("Enter a valid email address."), check_deliverability=False)])
 
 
-class PasswordForm(FlaskForm):
+class PasswordForm(Form):
     current_password = PasswordField(_l("Current password"), validators=[
         DataRequired(_l("Enter your current password.")), Length(max=PASSWORD_MAX)])
     new_password = PasswordField(_l("New password"), validators=[
@@ -62,6 +62,6 @@ class PasswordForm(FlaskForm):
         NoControlCharacters()])
 
 
-class RejectForm(FlaskForm):
+class RejectForm(Form):
     reason = TextAreaField(_l("Reason"), validators=[
         DataRequired(_l("Say why, so the person knows.")), Length(max=1000), NoControlCharacters()])

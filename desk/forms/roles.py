@@ -1,7 +1,7 @@
 """Role and agent forms. The permission matrix and field levels are read as
 plain inputs (permissions, field:<module>.<name>) and checked by the service."""
 from desk.i18n import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from desk.forms import Form
 from wtforms import SelectField
 from wtforms import SelectMultipleField
 from wtforms import StringField
@@ -16,7 +16,7 @@ from desk.forms.fields import options
 SCOPE_CHOICES = list(SCOPE_LABELS.items())
 
 
-class RoleForm(FlaskForm):
+class RoleForm(Form):
     name = StringField(_l("Role name"), validators=[
         DataRequired(_l("Enter a name.")), Length(max=200), NoControlCharacters()])
     ticket_scope = SelectField(_l("Tickets they see"), choices=options(SCOPE_CHOICES))
@@ -27,5 +27,5 @@ class AgentForm(SignupForm):
     departments = SelectMultipleField(_l("Departments"), coerce=int)
 
 
-class AgentRoleForm(FlaskForm):
+class AgentRoleForm(Form):
     role = SelectField(_l("Role"), coerce=int)

@@ -1,6 +1,6 @@
 """Ticket, reply and ticket-property forms."""
 from desk.i18n import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from desk.forms import Form
 from wtforms import BooleanField
 from wtforms import HiddenField
 from wtforms import MultipleFileField
@@ -32,7 +32,7 @@ def _form_key() -> str:
     return crypto.new_token(18)
 
 
-class SentOnceForm(FlaskForm):
+class SentOnceForm(Form):
     """A form whose record is made once however often it is sent: a fresh
     one-time key per rendered form (desk.services.submitted_forms)."""
     form_key = HiddenField(default=_form_key)
@@ -57,22 +57,22 @@ class AgentReplyForm(ReplyForm):
         ("private", _l("Private note (agents only)"))]))
 
 
-class StatusForm(FlaskForm):
+class StatusForm(Form):
     status = SelectField(_l("Status"), choices=options([("open", _l("Reopen")), ("closed", _l("Close"))]))
 
 
-class TicketPropertiesForm(FlaskForm):
+class TicketPropertiesForm(Form):
     status = SelectField(_l("Status"), choices=options((s, STATUS_LABELS[s]) for s in STATUSES))
     priority = SelectField(_l("Priority"), choices=options((p, PRIORITY_LABELS[p]) for p in PRIORITIES))
     department = SelectField(_l("Department"), coerce=int)
     assignee = SelectField(_l("Assignee"), coerce=int)
 
 
-class DepartmentForm(FlaskForm):
+class DepartmentForm(Form):
     name = StringField(_l("Name"), validators=[
         DataRequired(_l("Enter a name.")), Length(max=200), NoControlCharacters()])
     is_private = BooleanField(_l("Private: only its members see its tickets"))
 
 
-class MemberForm(FlaskForm):
+class MemberForm(Form):
     agent = SelectField(_l("Agent"), coerce=int)

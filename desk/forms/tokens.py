@@ -1,6 +1,6 @@
 """The form that makes a personal access token."""
 from desk.i18n import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from desk.forms import Form
 from wtforms import BooleanField
 from wtforms import IntegerField
 from wtforms import StringField
@@ -14,7 +14,7 @@ from desk.services.tokens import MAX_DAYS
 from desk.services.tokens import NAME_MAX
 
 
-class TokenForm(FlaskForm):
+class TokenForm(Form):
     name = StringField(_l("Name"), validators=[
         DataRequired(_l("Give the token a name, such as the tool that will use it.")),
         Length(max=NAME_MAX), NoControlCharacters()])

@@ -300,13 +300,23 @@ def agent_tickets(agent: User, filters: TicketFilters, page: int = 1) -> Page:
                    count_query=query, cap=COUNT_CAP)
 
 
+@prepared()
+def _assignable_agents():
+    return User.select().where(User.kind == "agent", User.is_active == True,  # noqa: E712
+                               User.deleted_at.is_null()).order_by(User.name)
+
+
+@prepared()
+def _all_departments():
+    return Department.select().order_by(Department.name)
+
+
 def assignable_agents() -> list[User]:
-    return list(User.select().where(User.kind == "agent", User.is_active == True,  # noqa: E712
-                                    User.deleted_at.is_null()).order_by(User.name))
+    return list(_assignable_agents.rows())
 
 
 def all_departments() -> list[Department]:
-    return list(Department.select().order_by(Department.name))
+    return list(_all_departments.rows())
 
 
 def update_ticket(agent: User, ticket_id: int, ip: str = "", **values) -> dict:
