@@ -99,7 +99,8 @@ def test_initial_data(ctx):
 
 
 def test_sqlite_pragmas(tmp_path):
-    """WAL, foreign keys, a busy timeout, and secure_delete so erased data is overwritten."""
+    """WAL, foreign keys, a busy timeout, secure_delete so erased data is
+    overwritten, and reads through a memory map of the file."""
     app = create_app(dict(TEST_CONFIG, DATA_DIR=str(tmp_path)))
     with app.app_context():
         pragma = lambda name: db.execute_sql(f"PRAGMA {name}").fetchone()[0]  # noqa: E731
@@ -107,5 +108,6 @@ def test_sqlite_pragmas(tmp_path):
         assert pragma("foreign_keys") == 1
         assert pragma("secure_delete") == 1
         assert pragma("busy_timeout") >= 5000
+        assert pragma("mmap_size") == 1 << 30
         db.close()
     assert (tmp_path / "desk.db").exists()
