@@ -100,9 +100,24 @@ def make_app(database_url, tmp_path):
         db.obj.close()
 
 
+# A test module's own settings for its app: ``APP_CONFIG = MANY_SIGN_INS``.
+MANY_SIGN_INS = {"LOGIN_ADDRESS_LIMIT": "1000 per minute"}  # one address signs in many times
+
+
 @pytest.fixture
-def app(make_app):
-    return make_app()
+def app(make_app, request):
+    return make_app(**getattr(request.module, "APP_CONFIG", {}))
+
+
+@pytest.fixture
+def admin(ctx):
+    """An administrator (modules that need another kind define their own)."""
+    from tests import factories
+    return factories.admin(name="Ada Admin")
+
+
+def html(resp) -> str:
+    return resp.get_data(as_text=True)
 
 
 @pytest.fixture

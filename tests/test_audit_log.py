@@ -31,6 +31,7 @@ from desk.web import audit_sentences
 from tests import factories
 from tests.conftest import post_form
 from tests.conftest import signed_in
+from tests.conftest import MANY_SIGN_INS
 
 PACKAGE = pathlib.Path(desk.__file__).parent
 # audit.py's own writers name their action themselves.
@@ -41,9 +42,7 @@ WRITER_ACTIONS = {"create": "create", "update": "update", "delete": "delete", "p
 INDIRECT = {("services/bulk_export.py", "_discard"): {"expire", "delete"}}
 
 
-@pytest.fixture
-def app(make_app):
-    return make_app(LOGIN_ADDRESS_LIMIT="1000 per minute")
+APP_CONFIG = MANY_SIGN_INS
 
 
 def html(resp) -> str:

@@ -30,27 +30,18 @@ from tests import factories
 from tests.conftest import post_form
 from tests.conftest import signed_in
 from tests.test_erasure import database_bytes
+from tests.conftest import MANY_SIGN_INS
+from tests.conftest import html
 
 CARD = "4539 5787 6362 1486"  # passes the Luhn check
 CARD_DIGITS = CARD.replace(" ", "")
 
 
-@pytest.fixture
-def app(make_app):
-    return make_app(LOGIN_ADDRESS_LIMIT="1000 per minute")
-
-
-@pytest.fixture
-def admin(ctx):
-    return factories.admin(name="Ada Admin")
+APP_CONFIG = MANY_SIGN_INS
 
 
 def define(admin, module="tickets", key="order", type="text", **extra):
     return custom_fields.create(admin, module, {"key": key, "label": key.title(), "type": type, **extra})
-
-
-def html(resp) -> str:
-    return resp.get_data(as_text=True)
 
 
 def role_with(name, permissions, fields=None) -> Role:

@@ -18,13 +18,12 @@ from desk.models import Role
 from desk.services import tickets as ticket_service
 from tests import factories
 from tests.conftest import signed_in
+from tests.conftest import MANY_SIGN_INS
 
 HOSTILE = "=cmd|' /C calc'!A0 引号 \"quoted\", comma\nsecond line 🎉"
 
 
-@pytest.fixture
-def app(make_app):
-    return make_app(LOGIN_ADDRESS_LIMIT="1000 per minute")
+APP_CONFIG = MANY_SIGN_INS
 
 
 def rows_of(resp, keys: bool = True) -> list[dict]:

@@ -50,12 +50,11 @@ from tests.conftest import CSRF_RE
 from tests.conftest import browser
 from tests.conftest import login
 from tests.conftest import signed_in
+from tests.conftest import MANY_SIGN_INS
+from tests.conftest import html
 
 
-@pytest.fixture
-def app(make_app):
-    """The app, with room for the many sign-ins one test makes from one address."""
-    return make_app(LOGIN_ADDRESS_LIMIT="1000 per minute")
+APP_CONFIG = MANY_SIGN_INS
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -81,10 +80,6 @@ def post(client, path: str, data: dict | list[tuple[str, str]] | None = None):
     if isinstance(data, list):
         return client.post(path, data=MultiDict([*data, ("csrf_token", token)]))
     return client.post(path, data={**(data or {}), "csrf_token": token})
-
-
-def html(resp) -> str:
-    return resp.get_data(as_text=True)
 
 
 def reload(row):

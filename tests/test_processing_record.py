@@ -21,11 +21,10 @@ from desk.services import processing_record
 from tests import factories
 from tests.conftest import post_form
 from tests.conftest import signed_in
+from tests.conftest import MANY_SIGN_INS
 
 
-@pytest.fixture
-def app(make_app):
-    return make_app(LOGIN_ADDRESS_LIMIT="1000 per minute")
+APP_CONFIG = MANY_SIGN_INS
 
 
 def html(resp) -> str:

@@ -33,12 +33,10 @@ from tests.conftest import csrf_token
 from tests.conftest import login
 from tests.conftest import browser
 from tests.conftest import signed_in
+from tests.conftest import MANY_SIGN_INS
 
 
-@pytest.fixture
-def app(make_app):
-    """The app, with room for the many sign-ins one test makes from one address."""
-    return make_app(LOGIN_ADDRESS_LIMIT="1000 per minute")
+APP_CONFIG = MANY_SIGN_INS
 
 
 # -- helpers -----------------------------------------------------------------

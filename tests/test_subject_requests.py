@@ -27,22 +27,13 @@ from desk.services import subject_requests as register
 from tests import factories
 from tests.conftest import post_form
 from tests.conftest import signed_in
+from tests.conftest import MANY_SIGN_INS
+from tests.conftest import html
 
 T0 = dt.datetime(2026, 3, 2, 9, 0)
 
 
-@pytest.fixture
-def app(make_app):
-    return make_app(LOGIN_ADDRESS_LIMIT="1000 per minute")
-
-
-@pytest.fixture
-def admin(ctx):
-    return factories.admin(name="Ada Admin")
-
-
-def html(resp) -> str:
-    return resp.get_data(as_text=True)
+APP_CONFIG = MANY_SIGN_INS
 
 
 def at(req, days: int):
