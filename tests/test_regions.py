@@ -475,6 +475,10 @@ def test_a_move_killed_at_any_step_finishes_when_run_again(make_app, backend, tm
         target.close_all()
         assert sum(valid for valid, _d in text_indexes(url).values()) == 1
         plant_invalid_index(url, trigram_index("comment", "body"))
+    late = None
+    if point == "after-switch":
+        late = plant_late_upload(Path(app.config["FILES_DIR"]), url)
+        before["attachment"] += 1
     again = [sys.executable, "app.py", "region-migrate", *base]
     if point in ("mid-copy", "in-pause"):
         refused = subprocess.run(again, cwd=ROOT, env=env, capture_output=True, timeout=120)
@@ -501,6 +505,29 @@ def test_a_move_killed_at_any_step_finishes_when_run_again(make_app, backend, tm
     assert state.execute_sql("SELECT phase FROM region_state").fetchone()[0] == "done"
     state.close()
     state.close_all()
+    if late is not None:  # the upload in flight at the switch kept its file
+        key, content = late
+        assert (tmp_path / "eu-files" / key).read_bytes() == content
+
+
+def plant_late_upload(old_files: Path, new_url: str) -> tuple[str, bytes]:
+    """What an upload in flight at the switch leaves when the move is killed
+    right after it: its file in the old store (stored before its row waited
+    at the gate), its row in the new store."""
+    from desk.services import attachments
+    name, content = uuid.uuid4().hex, b"uploaded while the store switched"
+    key = attachments.key_of(name)
+    (old_files / key).parent.mkdir(parents=True, exist_ok=True)
+    (old_files / key).write_bytes(content)
+    new = open_database(new_url)
+    ticket, requester = new.execute_sql("SELECT id, requester_id FROM ticket ORDER BY id LIMIT 1").fetchone()
+    new.execute_sql(
+        "INSERT INTO attachment (ticket_id, uploader_id, filename, stored_name, content_type, size, "
+        "sha256, created_at) VALUES (%s, %s, 'late.txt', %s, 'text/plain', %s, %s, now())",
+        (ticket, requester, name, len(content), hashlib.sha256(content).hexdigest()))
+    new.close()
+    new.close_all()
+    return key, content
 
 
 class Customer(threading.Thread):

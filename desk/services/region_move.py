@@ -449,6 +449,7 @@ def _finish(app, source: Region, target: Region, actor, report: Report,
     regions.follow(app)
     row = RegionState.get(RegionState.id == 1)
     if row.phase == "switched":
+        _late_attachments(app, row)
         later = replication.missing_text_indexes(db.obj)
         with audit.transaction():
             audit.record(actor, "region.moved", "region", target.name,
@@ -460,6 +461,14 @@ def _finish(app, source: Region, target: Region, actor, report: Report,
     finish_text_index(app, report, progress)
     report.seconds = time.monotonic() - report.started
     return report
+
+
+def _late_attachments(app: Flask, row: RegionState) -> None:
+    """Attachment files the new store's rows name that are still only in the
+    old store (its peer): uploads that landed around the switch, when the
+    move was killed before its late round."""
+    replication.copy_named_attachments(db.obj, regions.store_of(app.config, regions.peer_of(row)),
+                                       regions.store_of(app.config, regions.active(app.config)))
 
 
 def finish_text_index(app: Flask, report: Report, progress: Progress = lambda phase, done, total: None,

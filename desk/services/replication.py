@@ -33,6 +33,7 @@ from desk.models import RegionState
 from desk.models.search import INDEXED
 from desk.models.search import fts_table
 from desk.models.search import trigram_index
+from desk.services import attachments
 from desk.services import storage
 from desk.textindex import CASCADES
 
@@ -912,6 +913,22 @@ class FileSync:
         problems += [f"file {key} should not be there" for key in sorted(set(dst) - set(src))]
         problems += [f"file {key} differs" for key in sorted(set(src) & set(dst)) if src[key] != dst[key]]
         return problems
+
+
+def copy_named_attachments(database, source, target) -> int:
+    """Copy from ``source`` the attachment files that rows of ``database``
+    (the new store) name and ``target`` lacks, each checked by SHA-256. An
+    upload stores its file before its row waits at the move's gate, so a file
+    can land in the old store around the switch; the move copies such files
+    once more after it, and when it was killed before that, its rerun does it
+    here. Only files the new store's rows name: one deleted there since (a
+    purge, an erasure) must not come back from the old store."""
+    there = {info.key for info in target.list(attachments.PREFIX)}
+    wanted = [key for key in (attachments.key_of(name) for (name,) in
+                              database.execute_sql("SELECT stored_name FROM attachment"))
+              if key not in there]
+    sync = FileSync(source, target)
+    return sum(1 for key in wanted if source.exists(key) and sync._copy(key))
 
 
 def count_files(store) -> int:
