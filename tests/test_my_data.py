@@ -910,6 +910,20 @@ def test_agent_export_follows_the_agents_rule(ctx, client, world):
     assert len(exported) == 1 and exported[0].actor_id == mia.id
 
 
+def test_an_export_leaves_out_what_lies_on_a_recycled_ticket(ctx, client, world):
+    """The agent's reply and file on a ticket now in the recycle bin are not in
+    her export; what she wrote on live tickets is."""
+    w = world
+    ticket_service.delete_ticket(factories.admin(name="Ada Admin"), w["zeb_ticket"].id, "")
+    sign_in_as(client, w["mia"])
+    files = export(client)
+    comments = {c["id"]: c["body"] for c in json.loads(files["comments.json"])}
+    assert w["public"].id in comments and w["note"].id in comments
+    assert "Mia answers Zebulon" not in comments.values()
+    assert not any(name.endswith("for-zebulon.txt") for name in files)
+    assert b"MIA-TO-ZEBULON" not in b"".join(files.values())
+
+
 def test_export_is_streamed_in_many_chunks(ctx, ann_browser, ann, zeb):
     count = 200
     with audit.transaction():

@@ -86,8 +86,11 @@ def _ticket_row(t: Ticket, user: User) -> list:
             custom_fields.export_values(user, "tickets", t, may_reveal=False)]
 
 
-def _live_tickets():
-    return Ticket.select(Ticket.id).where(Ticket.deleted_at.is_null())
+def _on_live_ticket(ticket_column):
+    """The row's ticket is not in the recycle bin: one primary-key look-up a
+    row (``IN (every live ticket)`` made the database list the whole desk's
+    tickets for each person's export: 4 s at a million tickets)."""
+    return fn.EXISTS(Ticket.select(SQL("1")).where(Ticket.id == ticket_column, Ticket.deleted_at.is_null()))
 
 
 def _comments(user: User):
@@ -100,7 +103,7 @@ def _comments(user: User):
     return (Comment.select(Comment, author.name.alias("author_name"))
             .join(author, on=(Comment.author == author.id))
             .where(visible | (Comment.author == user.id), Comment.deleted_at.is_null(),
-                   Comment.ticket.in_(_live_tickets()))
+                   _on_live_ticket(Comment.ticket))
             .order_by(Comment.id).objects())
 
 
@@ -117,7 +120,7 @@ def _attachments(user: User):
     visible = Attachment.comment.is_null() | fn.EXISTS(live_comment)
     mine = Attachment.ticket.in_(Ticket.select(Ticket.id).where(Ticket.requester == user.id,
                                                                 Ticket.deleted_at.is_null()))
-    return (Attachment.select().where(Attachment.deleted_at.is_null(), Attachment.ticket.in_(_live_tickets()),
+    return (Attachment.select().where(Attachment.deleted_at.is_null(), _on_live_ticket(Attachment.ticket),
                                       ((mine & visible) | (Attachment.uploader == user.id)), live)
             .order_by(Attachment.id))
 
