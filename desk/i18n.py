@@ -4,10 +4,10 @@ from pathlib import Path
 
 from flask import Flask
 from flask import g
-from flask.globals import _cv_app
 from flask import has_request_context
 from flask import request
 from flask import session
+from flask.globals import _cv_app
 from flask_babel import get_locale
 from flask_babel import get_translations
 from flask_babel.speaklater import LazyString

@@ -1,6 +1,4 @@
 """Sign-up, sign-in and first-administrator forms."""
-from desk.i18n import lazy_gettext as _l
-from desk.forms import Form
 from wtforms import BooleanField
 from wtforms import EmailField
 from wtforms import PasswordField
@@ -9,7 +7,9 @@ from wtforms.validators import DataRequired
 from wtforms.validators import Email
 from wtforms.validators import Length
 
+from desk.forms import Form
 from desk.forms.fields import NoControlCharacters
+from desk.i18n import lazy_gettext as _l
 from desk.services.people import NAME_MAX
 from desk.services.people import PASSWORD_MAX
 from desk.services.people import PASSWORD_MIN

@@ -1,6 +1,4 @@
 """The custom field definition form (the values' rules live in the service)."""
-from desk.i18n import lazy_gettext as _l
-from desk.forms import Form
 from wtforms import BooleanField
 from wtforms import IntegerField
 from wtforms import SelectField
@@ -11,8 +9,10 @@ from wtforms.validators import Length
 from wtforms.validators import NumberRange
 from wtforms.validators import Optional
 
+from desk.forms import Form
 from desk.forms.fields import NoControlCharacters
 from desk.forms.fields import options
+from desk.i18n import lazy_gettext as _l
 from desk.web.labels import FIELD_TYPE_LABELS
 from desk.web.labels import MODULE_LABELS
 

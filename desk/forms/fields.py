@@ -1,9 +1,10 @@
 """Validators shared by every form."""
 import unicodedata
 
-from desk.i18n import lazy_gettext as _l
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import ValidationError
+
+from desk.i18n import lazy_gettext as _l
 
 
 class NoControlCharacters:

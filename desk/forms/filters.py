@@ -6,9 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from desk.i18n import lazy_gettext as _l
-
 from desk.errors import InvalidInput
+from desk.i18n import lazy_gettext as _l
 from desk.models.tickets import PRIORITIES
 from desk.models.tickets import STATUSES
 from desk.services.listing import AUDIT_RECORD_TYPES

@@ -1,6 +1,4 @@
 """The SMTP settings page: the settings, and the address of a test mail."""
-from desk.i18n import lazy_gettext as _l
-from desk.forms import Form
 from wtforms import BooleanField
 from wtforms import EmailField
 from wtforms import IntegerField
@@ -13,7 +11,9 @@ from wtforms.validators import Length
 from wtforms.validators import NumberRange
 from wtforms.validators import Optional
 
+from desk.forms import Form
 from desk.forms.fields import NoControlCharacters
+from desk.i18n import lazy_gettext as _l
 
 
 class SmtpForm(Form):

@@ -1,6 +1,4 @@
 """Recycle bin, erasure and privacy settings forms."""
-from desk.i18n import lazy_gettext as _l
-from desk.forms import Form
 from wtforms import IntegerField
 from wtforms import RadioField
 from wtforms import SelectField
@@ -9,9 +7,11 @@ from wtforms.validators import DataRequired
 from wtforms.validators import Length
 from wtforms.validators import NumberRange
 
+from desk.forms import Form
+from desk.forms.fields import options
+from desk.i18n import lazy_gettext as _l
 from desk.models.privacy import ANONYMIZE
 from desk.models.privacy import ERASE_WITH_TICKETS
-from desk.forms.fields import options
 
 
 class EraseForm(Form):

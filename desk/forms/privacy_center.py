@@ -1,6 +1,4 @@
 """Privacy center forms: logging and handling data subject requests."""
-from desk.i18n import lazy_gettext as _l
-from desk.forms import Form
 from wtforms import BooleanField
 from wtforms import DateField
 from wtforms import DateTimeLocalField
@@ -14,7 +12,9 @@ from wtforms.validators import Length
 from wtforms.validators import NumberRange
 from wtforms.validators import Optional
 
+from desk.forms import Form
 from desk.forms.fields import options
+from desk.i18n import lazy_gettext as _l
 from desk.models.compliance import DONE
 from desk.models.compliance import REFUSED
 from desk.services.subject_requests import MAX_EXTENSION_DAYS

@@ -1,6 +1,4 @@
 """My Info, email change, password and data export forms."""
-from desk.i18n import lazy_gettext as _l
-from desk.forms import Form
 from wtforms import EmailField
 from wtforms import PasswordField
 from wtforms import SelectField
@@ -10,13 +8,15 @@ from wtforms.validators import DataRequired
 from wtforms.validators import Email
 from wtforms.validators import Length
 
+from desk.forms import Form
 from desk.forms.fields import NoControlCharacters
+from desk.forms.fields import options
 from desk.i18n import LANGUAGE_NAMES
+from desk.i18n import lazy_gettext as _l
 from desk.services.people import NAME_MAX
 from desk.services.people import PASSWORD_MAX
 from desk.services.people import PASSWORD_MIN
 from desk.services.profile import timezones
-from desk.forms.fields import options
 
 
 def _text(label, max_length, required=False):

@@ -1,17 +1,17 @@
 """Role and agent forms. The permission matrix and field levels are read as
 plain inputs (permissions, field:<module>.<name>) and checked by the service."""
-from desk.i18n import lazy_gettext as _l
-from desk.forms import Form
 from wtforms import SelectField
 from wtforms import SelectMultipleField
 from wtforms import StringField
 from wtforms.validators import DataRequired
 from wtforms.validators import Length
 
+from desk.forms import Form
 from desk.forms.auth import SignupForm
 from desk.forms.fields import NoControlCharacters
-from desk.web.labels import SCOPE_LABELS
 from desk.forms.fields import options
+from desk.i18n import lazy_gettext as _l
+from desk.web.labels import SCOPE_LABELS
 
 SCOPE_CHOICES = list(SCOPE_LABELS.items())
 

@@ -1,6 +1,4 @@
 """Ticket, reply and ticket-property forms."""
-from desk.i18n import lazy_gettext as _l
-from desk.forms import Form
 from wtforms import BooleanField
 from wtforms import HiddenField
 from wtforms import MultipleFileField
@@ -13,14 +11,16 @@ from wtforms.validators import Length
 from wtforms.validators import Optional
 
 from desk import crypto
+from desk.forms import Form
 from desk.forms.fields import NoControlCharacters
+from desk.forms.fields import options
+from desk.i18n import lazy_gettext as _l
 from desk.models.tickets import PRIORITIES
 from desk.models.tickets import STATUSES
 from desk.services.tickets import BODY_MAX
 from desk.services.tickets import SUBJECT_MAX
 from desk.web.labels import PRIORITY_LABELS
 from desk.web.labels import STATUS_LABELS
-from desk.forms.fields import options
 
 
 def _body(label, message):

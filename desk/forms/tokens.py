@@ -1,6 +1,4 @@
 """The form that makes a personal access token."""
-from desk.i18n import lazy_gettext as _l
-from desk.forms import Form
 from wtforms import BooleanField
 from wtforms import IntegerField
 from wtforms import StringField
@@ -8,7 +6,9 @@ from wtforms.validators import DataRequired
 from wtforms.validators import Length
 from wtforms.validators import NumberRange
 
+from desk.forms import Form
 from desk.forms.fields import NoControlCharacters
+from desk.i18n import lazy_gettext as _l
 from desk.services.tokens import DEFAULT_DAYS
 from desk.services.tokens import MAX_DAYS
 from desk.services.tokens import NAME_MAX

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import BinaryIO, Callable
 
-from desk.i18n import lazy_gettext as _l
-
 from desk import audit
 from desk import crypto
 from desk.db import write_transaction
 from desk.errors import InvalidInput
+from desk.i18n import lazy_gettext as _l
 from desk.models import Attachment
 from desk.models import FileRemoval
 from desk.services import storage

@@ -4,9 +4,9 @@ mailed to the administrators once a day when mail is configured."""
 from __future__ import annotations
 
 from flask_babel import force_locale
-from desk.i18n import gettext as _
 
 from desk import audit
+from desk.i18n import gettext as _
 from desk.services import audit_log
 from desk.services import mail
 from desk.services import mail_settings

@@ -14,10 +14,10 @@ from typing import Any
 
 from flask import current_app
 from flask_babel import force_locale
-from desk.i18n import gettext as _
 
 from desk import audit
 from desk import policy
+from desk.i18n import gettext as _
 from desk.models import Attachment
 from desk.models import AuditEntry
 from desk.models import Comment

@@ -1,7 +1,6 @@
 """Signing in and out, with per-account throttling of wrong passwords."""
 from __future__ import annotations
 
-from desk.i18n import lazy_gettext as _l
 from flask_babel import ngettext
 
 from desk import audit
@@ -9,6 +8,7 @@ from desk import crypto
 from desk.audit import Actor
 from desk.errors import InvalidInput
 from desk.errors import TooManyAttempts
+from desk.i18n import lazy_gettext as _l
 from desk.models import User
 from desk.services import sessions
 from desk.services.login_throttle import LoginThrottle

@@ -20,13 +20,12 @@ from typing import Callable
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
-from desk.i18n import lazy_gettext as _l
-
 from desk import crypto
 from desk.db import db
 from desk.db import is_sqlite
 from desk.errors import Conflict
 from desk.errors import InvalidInput
+from desk.i18n import lazy_gettext as _l
 from desk.migrations import applied
 from desk.services import storage
 

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 from flask import current_app
 from flask_babel import force_locale
-from desk.i18n import gettext as _
-from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import policy
 from desk.audit import Actor
 from desk.errors import InvalidInput
 from desk.errors import NotFound
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 from desk.models import Breach
 from desk.models import User
 from desk.models import utcnow

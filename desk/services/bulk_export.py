@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from flask import current_app
-from desk.i18n import gettext as _
-from desk.i18n import lazy_gettext as _l
 from peewee import SQL
 from peewee import fn
 
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 import desk
 from desk import audit
 from desk import crypto

@@ -2,7 +2,6 @@
 within the role's permissions and field-level permissions."""
 from __future__ import annotations
 
-from desk.i18n import lazy_gettext as _l
 from peewee import IntegrityError
 
 from desk import audit
@@ -12,6 +11,7 @@ from desk.audit import Actor
 from desk.errors import Conflict
 from desk.errors import InvalidInput
 from desk.errors import NotFound
+from desk.i18n import lazy_gettext as _l
 from desk.models import User
 from desk.models.people import END_USER
 from desk.services import profile

@@ -15,7 +15,6 @@ from decimal import Decimal
 from decimal import InvalidOperation
 
 from flask_babel import get_locale
-from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import crypto
@@ -26,6 +25,7 @@ from desk.errors import Conflict
 from desk.errors import InvalidInput
 from desk.errors import NotFound
 from desk.errors import PermissionDenied
+from desk.i18n import lazy_gettext as _l
 from desk.models import ContactFieldValue
 from desk.models import CustomField
 from desk.models import Ticket

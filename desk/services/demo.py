@@ -8,11 +8,10 @@ import zlib
 from dataclasses import dataclass
 from dataclasses import field
 
-from desk.i18n import lazy_gettext as _l
-
 from desk import audit
 from desk import crypto
 from desk.errors import Conflict
+from desk.i18n import lazy_gettext as _l
 from desk.models import Role
 from desk.models import Ticket
 from desk.models import User

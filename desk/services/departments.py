@@ -1,14 +1,13 @@
 """Departments, created by admins, with agents as members."""
 from __future__ import annotations
 
-from desk.i18n import lazy_gettext as _l
-
 from desk import audit
 from desk import policy
 from desk.audit import Actor
 from desk.errors import Conflict
 from desk.errors import InvalidInput
 from desk.errors import NotFound
+from desk.i18n import lazy_gettext as _l
 from desk.models import AgentDepartment
 from desk.models import Department
 from desk.models import User

@@ -7,8 +7,6 @@ import datetime as dt
 
 from flask import current_app
 from flask_babel import force_locale
-from desk.i18n import gettext as _
-from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import crypto
@@ -18,6 +16,8 @@ from desk.errors import Conflict
 from desk.errors import InvalidInput
 from desk.errors import NotFound
 from desk.errors import PermissionDenied
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 from desk.models import EmailChangeRequest
 from desk.models import User
 from desk.models import utcnow

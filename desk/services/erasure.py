@@ -12,7 +12,6 @@ import json
 import logging
 
 from flask import current_app
-from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import crypto
@@ -27,6 +26,7 @@ from desk.errors import Conflict
 from desk.errors import InvalidInput
 from desk.errors import NotFound
 from desk.errors import PermissionDenied
+from desk.i18n import lazy_gettext as _l
 from desk.models import Attachment
 from desk.models import AuditEntry
 from desk.models import Breach

@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from desk.i18n import lazy_gettext as _l
 from peewee import fn
 
 from desk import audit
 from desk import crypto
 from desk.audit import Actor
 from desk.errors import Conflict
+from desk.i18n import lazy_gettext as _l
 from desk.models import ApiToken
 from desk.models import ContactFieldValue
 from desk.models import CustomField

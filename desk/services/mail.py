@@ -12,13 +12,12 @@ from email.utils import formatdate
 from email.utils import make_msgid
 from typing import Iterator
 
-from desk.i18n import lazy_gettext as _l
-
 from desk import audit
 from desk import policy
 from desk.audit import Actor
 from desk.db import write_transaction
 from desk.errors import InvalidInput
+from desk.i18n import lazy_gettext as _l
 from desk.models import MailMessage
 from desk.models import User
 from desk.models import utcnow

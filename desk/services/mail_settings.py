@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 
-from desk.i18n import lazy_gettext as _l
-
 from desk import audit
 from desk import crypto
 from desk import policy
 from desk.audit import Actor
 from desk.errors import InvalidInput
+from desk.i18n import lazy_gettext as _l
 from desk.models import User
 from desk.services import settings
 

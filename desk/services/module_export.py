@@ -18,7 +18,6 @@ from dataclasses import replace
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from desk.i18n import lazy_gettext as _l
 from peewee import JOIN
 from peewee import Case
 from peewee import Value
@@ -32,6 +31,7 @@ from desk.db import is_postgres
 from desk.db import copy_csv
 from desk.db import stream_rows
 from desk.errors import NotFound
+from desk.i18n import lazy_gettext as _l
 from desk.models import AgentDepartment
 from desk.models import AuditEntry
 from desk.models import Comment

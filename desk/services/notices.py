@@ -3,12 +3,11 @@ version; signing up records which version the person accepted; after a
 change, people acknowledge the new version at their next sign-in."""
 from __future__ import annotations
 
-from desk.i18n import lazy_gettext as _l
-
 from desk import audit
 from desk import policy
 from desk.audit import Actor
 from desk.errors import InvalidInput
+from desk.i18n import lazy_gettext as _l
 from desk.models import NoticeConsent
 from desk.models import PrivacyNotice
 from desk.models import User

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import current_app
 from flask_babel import force_locale
-from desk.i18n import gettext as _
 
+from desk.i18n import gettext as _
 from desk.models import Comment
 from desk.models import Ticket
 from desk.models import User

@@ -7,8 +7,6 @@ from email_validator import EmailNotValidError
 from email_validator import validate_email
 from flask import current_app
 from flask_babel import force_locale
-from desk.i18n import gettext as _
-from desk.i18n import lazy_gettext as _l
 from peewee import JOIN
 from peewee import IntegrityError
 from peewee import fn
@@ -19,6 +17,8 @@ from desk.audit import Actor
 from desk.errors import Conflict
 from desk.errors import InvalidInput
 from desk.errors import NotFound
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 from desk.models import Role
 from desk.models import User
 from desk.models.people import AGENT

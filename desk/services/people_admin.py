@@ -1,10 +1,9 @@
 """Lists of contacts (end users) and agents for the desk."""
 from __future__ import annotations
 
-from desk.i18n import lazy_gettext as _l
-
 from desk import policy
 from desk.errors import NotFound
+from desk.i18n import lazy_gettext as _l
 from desk.models import User
 from desk.services import custom_fields
 from desk.services.listing import PEOPLE_ORDER

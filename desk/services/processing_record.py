@@ -14,12 +14,11 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from desk.i18n import lazy_gettext as _l
-
 from desk import audit
 from desk import policy
 from desk.audit import Actor
 from desk.errors import InvalidInput
+from desk.i18n import lazy_gettext as _l
 from desk.models import ALL_MODELS
 from desk.models import CustomField
 from desk.models import User

@@ -6,13 +6,12 @@ import re
 import zoneinfo
 from functools import lru_cache
 
-from desk.i18n import lazy_gettext as _l
-
 from desk import audit
 from desk import crypto
 from desk.audit import Actor
 from desk.config import LANGUAGES
 from desk.errors import InvalidInput
+from desk.i18n import lazy_gettext as _l
 from desk.models import Ticket
 from desk.models import User
 from desk.services import custom_fields

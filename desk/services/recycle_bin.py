@@ -7,7 +7,6 @@ import operator
 from dataclasses import dataclass
 from functools import reduce
 
-from desk.i18n import lazy_gettext as _l
 from desk import audit
 from desk import crypto
 from desk import policy
@@ -15,6 +14,7 @@ from desk.audit import Actor
 from desk.errors import Conflict
 from desk.errors import NotFound
 from desk.errors import PermissionDenied
+from desk.i18n import lazy_gettext as _l
 from desk.models import Comment
 from desk.models import Ticket
 from desk.models import User

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from flask import Flask
-from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import policy
@@ -43,6 +42,7 @@ from desk.db import open_database
 from desk.errors import Conflict
 from desk.errors import DeskError
 from desk.errors import InvalidInput
+from desk.i18n import lazy_gettext as _l
 from desk.migrations import migrate
 from desk.models import RegionState
 from desk.models import utcnow

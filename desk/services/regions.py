@@ -15,12 +15,12 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 from flask import current_app
-from desk.i18n import lazy_gettext as _l
 
 from desk import crypto
 from desk import db as database
 from desk.config import REGION_POINTER
 from desk.errors import InvalidInput
+from desk.i18n import lazy_gettext as _l
 from desk.services import storage
 
 log = logging.getLogger("desk.regions")

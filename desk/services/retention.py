@@ -4,11 +4,11 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import current_app
-from desk.i18n import lazy_gettext as _l
 
 from desk import policy
 from desk.audit import Actor
 from desk.errors import InvalidInput
+from desk.i18n import lazy_gettext as _l
 from desk.models import User
 from desk.services import settings
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-from desk.i18n import lazy_gettext as _l
-
 from desk import audit
 from desk import policy
 from desk.audit import Actor
@@ -14,6 +12,7 @@ from desk.errors import Conflict
 from desk.errors import InvalidInput
 from desk.errors import NotFound
 from desk.errors import PermissionDenied
+from desk.i18n import lazy_gettext as _l
 from desk.models import AgentDepartment
 from desk.models import Department
 from desk.models import Role

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import current_app
-from desk.i18n import lazy_gettext as _l
 from peewee import JOIN
 
 from desk import audit
@@ -22,6 +21,7 @@ from desk.audit import Actor
 from desk.db import prepared
 from desk.db import write_transaction
 from desk.errors import NotFound
+from desk.i18n import lazy_gettext as _l
 from desk.models import BrowserSession
 from desk.models import Role
 from desk.models import User

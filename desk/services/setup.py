@@ -1,13 +1,13 @@
 """First start: a one-time link where the first administrator is created."""
 from __future__ import annotations
 
-from desk.i18n import lazy_gettext as _l
 from peewee import IntegrityError
 
 from desk import audit
 from desk import crypto
 from desk.audit import Actor
 from desk.errors import NotFound
+from desk.i18n import lazy_gettext as _l
 from desk.models import User
 from desk.services import people
 from desk.services import settings

@@ -17,8 +17,6 @@ from typing import Iterator
 from flask import current_app
 from peewee import fn
 from flask_babel import force_locale
-from desk.i18n import gettext as _
-from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import policy
@@ -26,6 +24,8 @@ from desk.audit import Actor
 from desk.errors import Conflict
 from desk.errors import InvalidInput
 from desk.errors import NotFound
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 from desk.models import AuditEntry
 from desk.models import DataSubjectRequest
 from desk.models import EmailChangeRequest

@@ -6,7 +6,6 @@ desk.policy, and every write goes through desk.audit.
 from __future__ import annotations
 
 from flask import current_app
-from desk.i18n import lazy_gettext as _l
 from peewee import JOIN
 from peewee import OP
 from peewee import SQL
@@ -22,6 +21,7 @@ from desk.db import prepared
 from desk.errors import InvalidInput
 from desk.errors import NotFound
 from desk.errors import PermissionDenied
+from desk.i18n import lazy_gettext as _l
 from desk.models import Attachment
 from desk.models import Comment
 from desk.models import Department

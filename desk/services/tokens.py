@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 from flask import current_app
 from flask_babel import force_locale
-from desk.i18n import gettext as _
-from desk.i18n import lazy_gettext as _l
 from peewee import JOIN
 
 from desk import audit
@@ -25,6 +23,8 @@ from desk.audit import Actor
 from desk.errors import InvalidInput
 from desk.errors import NotFound
 from desk.errors import PermissionDenied
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 from desk.models import ApiToken
 from desk.models import ApiTokenUse
 from desk.models import User

@@ -8,7 +8,6 @@ from flask import render_template
 from flask import request
 from flask import stream_with_context
 from flask import url_for
-from desk.i18n import gettext as _
 from flask_login import current_user
 
 from desk import policy
@@ -17,6 +16,7 @@ from desk.forms.auth import EmptyForm
 from desk.forms.tickets import DepartmentForm
 from desk.forms.tickets import MemberForm
 from desk.forms.profile import RejectForm
+from desk.i18n import gettext as _
 from desk.models import utcnow
 from desk.services import bulk_export
 from desk.services import departments

@@ -6,7 +6,6 @@ from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
-from desk.i18n import gettext as _
 
 from desk import policy
 from desk.errors import DeskError
@@ -14,6 +13,7 @@ from desk.forms import filters as filters_from
 from desk.forms.auth import EmptyForm
 from desk.forms.tickets import AgentReplyForm
 from desk.forms.tickets import TicketPropertiesForm
+from desk.i18n import gettext as _
 from desk.services import custom_fields
 from desk.services import listing
 from desk.services import tickets as ticket_service
@@ -65,8 +65,9 @@ def _properties_form(ticket) -> TicketPropertiesForm:
                                       "assignee": ticket.assignee_id or 0})
     form.department.choices = options([(0, _("None"))] + [(d.id, d.name) for d in ticket_service.all_departments()])
     form.assignee.choices = options([(0, _("Unassigned"))] + [(a.id, a.name) for a in ticket_service.assignable_agents()])
+    user = me()
     for name in PROPERTY_FIELDS:
-        if policy.field_access(me(), "tickets", name) != policy.EDIT:
+        if policy.field_access(user, "tickets", name) != policy.EDIT:
             delattr(form, name)
     return form
 
@@ -139,13 +140,14 @@ def reply(ticket_id: int):
 @agent_required
 def properties(ticket_id: int):
     """Change status, priority, department and assignee."""
-    ticket = ticket_service.get_ticket(me(), ticket_id)
-    if not policy.can_edit_ticket(me()):
+    user = me()
+    ticket = ticket_service.get_ticket(user, ticket_id)
+    if not policy.can_edit_ticket(user):
         abort(403)
     form = _properties_form(ticket)
     if not form.validate_on_submit():
         return _ticket_page(ticket_id, properties_form=form, status=400)
-    changed = ticket_service.update_ticket(me(), ticket_id, client_ip(),
+    changed = ticket_service.update_ticket(user, ticket_id, client_ip(),
                                            **_posted_properties(form))
     flash(_("Ticket updated.") if changed else _("Nothing changed."), "success")
     return redirect(url_for("agent.ticket", ticket_id=ticket_id))

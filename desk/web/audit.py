@@ -6,12 +6,12 @@ from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
-from desk.i18n import gettext as _
 from flask_login import current_user
 
 from desk import policy
 from desk.forms import filters as filters_from
 from desk.forms.auth import EmptyForm
+from desk.i18n import gettext as _
 from desk.services import audit_log
 from desk.web import audit_sentences
 from desk.web.guards import agent_required

@@ -12,11 +12,11 @@ import json
 from typing import Any, Callable
 
 from flask_babel import format_decimal
-from desk.i18n import gettext as _
-from desk.i18n import lazy_gettext as _l
 
 from desk import audit
 from desk import crypto
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 from desk.web.labels import FIELD_LABELS
 from desk.web.labels import MODULE_LABELS
 from desk.web.labels import PRIORITY_LABELS

@@ -6,7 +6,6 @@ from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
-from desk.i18n import gettext as _
 from flask_login import current_user
 from flask_login import login_required
 from flask_login import login_user
@@ -21,6 +20,7 @@ from desk.forms.auth import LoginForm
 from desk.forms.auth import SetupForm
 from desk.forms.auth import SignupConfirmForm
 from desk.forms.auth import SignupForm
+from desk.i18n import gettext as _
 from desk.services import auth as auth_service
 from desk.services import people
 from desk.services import sessions

@@ -2,12 +2,12 @@
 services, HTTP errors, CSRF failures, and the last-resort 500."""
 from flask import Flask
 from flask import render_template
-from desk.i18n import gettext as _
-from desk.i18n import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from desk.errors import DeskError
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 
 TITLES = {
     400: _l("Bad request"),

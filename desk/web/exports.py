@@ -5,11 +5,11 @@ from flask import Blueprint
 from flask import Response
 from flask import request
 from flask import stream_with_context
-from desk.i18n import lazy_gettext as _l
 from flask_login import current_user
 
 from desk.errors import InvalidInput
 from desk.forms import filters as filters_from
+from desk.i18n import lazy_gettext as _l
 from desk.services import listing
 from desk.services import module_export
 from desk.web.guards import agent_required

@@ -7,7 +7,6 @@ from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
-from desk.i18n import gettext as _
 from flask_login import current_user
 
 from desk import policy
@@ -15,6 +14,7 @@ from desk.errors import DeskError
 from desk.forms.auth import EmptyForm
 from desk.forms.custom_fields import EditFieldForm
 from desk.forms.custom_fields import FieldForm
+from desk.i18n import gettext as _
 from desk.services import custom_fields
 from desk.services import people_admin
 from desk.web.guards import agent_required

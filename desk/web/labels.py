@@ -1,8 +1,9 @@
 """Translated labels for stored codes (statuses, priorities, permissions,
 fields, built-in role names), for forms and pages."""
 from flask_babel import format_decimal
-from desk.i18n import lazy_gettext as _l
 from flask_babel import ngettext
+
+from desk.i18n import lazy_gettext as _l
 
 STATUS_LABELS = {"open": _l("Open"), "on_hold": _l("On hold"), "closed": _l("Closed")}
 PRIORITY_LABELS = {"low": _l("Low"), "normal": _l("Normal"), "high": _l("High"), "urgent": _l("Urgent")}

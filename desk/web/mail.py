@@ -7,13 +7,13 @@ from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
-from desk.i18n import gettext as _
 from flask_login import current_user
 
 from desk import policy
 from desk.errors import DeskError
 from desk.forms.mail import SmtpForm
 from desk.forms.mail import TestMailForm
+from desk.i18n import gettext as _
 from desk.services import mail
 from desk.services import mail_settings
 from desk.web.guards import agent_required

@@ -10,7 +10,6 @@ from flask import render_template
 from flask import request
 from flask import stream_with_context
 from flask import url_for
-from desk.i18n import gettext as _
 from flask_login import current_user
 from flask_login import login_required
 from flask_login import logout_user
@@ -22,6 +21,7 @@ from desk.forms.profile import AgentInfoForm
 from desk.forms.profile import EmailChangeForm
 from desk.forms.profile import MyInfoForm
 from desk.forms.profile import PasswordForm
+from desk.i18n import gettext as _
 from desk.services import email_change
 from desk.services import erasure
 from desk.services import export

@@ -7,7 +7,6 @@ from flask import render_template
 from flask import request
 from flask import session
 from flask import url_for
-from desk.i18n import gettext as _
 from flask_login import login_required
 
 from desk.config import LANGUAGES
@@ -18,6 +17,7 @@ from desk.forms.filters import search_arg
 from desk.forms.tickets import NewTicketForm
 from desk.forms.tickets import ReplyForm
 from desk.forms.tickets import StatusForm
+from desk.i18n import gettext as _
 from desk.models.tickets import STATUSES
 from desk.services import custom_fields
 from desk.services import tickets
@@ -79,16 +79,18 @@ def my_tickets():
     status = request.args.get("status", "")
     status = status if status in STATUSES else ""
     q = search_arg(request.args)
-    page = tickets.requester_tickets(me(), status or None, q, page_number())
+    user = me()
+    page = tickets.requester_tickets(user, status or None, q, page_number())
     return render_template("portal/my_tickets.html", page=page, status=status, q=q,
-                           counts=tickets.status_counts(me()))
+                           counts=tickets.status_counts(user))
 
 
 def _ticket_page(ticket_id: int, form, status=200):
-    ticket = tickets.get_ticket(me(), ticket_id)
+    user = me()
+    ticket = tickets.get_ticket(user, ticket_id)
     return render_template("portal/ticket.html", ticket=ticket, form=form,
-                           custom=custom_fields.values_for(me(), "tickets", ticket),
-                           comments=tickets.thread(me(), ticket),
+                           custom=custom_fields.values_for(user, "tickets", ticket),
+                           comments=tickets.thread(user, ticket),
                            files=tickets.ticket_files(ticket), status_form=StatusForm()), status
 
 

@@ -8,7 +8,6 @@ from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
-from desk.i18n import gettext as _
 from flask_login import current_user
 
 from desk import policy
@@ -18,6 +17,7 @@ from desk.forms import filters as filters_from
 from desk.forms.filters import search_arg
 from desk.forms.privacy import EraseForm
 from desk.forms.privacy import RetentionForm
+from desk.i18n import gettext as _
 from desk.services import custom_fields
 from desk.services import listing
 from desk.services import erasure

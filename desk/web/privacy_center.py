@@ -11,7 +11,6 @@ from flask import render_template
 from flask import request
 from flask import stream_with_context
 from flask import url_for
-from desk.i18n import gettext as _
 from flask_login import current_user
 
 from desk import policy
@@ -27,6 +26,7 @@ from desk.forms.privacy_center import LinkForm
 from desk.forms.privacy_center import LogRequestForm
 from desk.forms.privacy_center import NoticeForm
 from desk.forms.fields import options
+from desk.i18n import gettext as _
 from desk.models import utcnow
 from desk.services import breaches
 from desk.services import notices

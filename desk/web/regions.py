@@ -5,13 +5,13 @@ from flask import flash
 from flask import redirect
 from flask import render_template
 from flask import url_for
-from desk.i18n import gettext as _
 from flask_login import current_user
 
 from desk import policy
 from desk.errors import DeskError
 from desk.forms.fields import options
 from desk.forms.privacy import RegionMoveForm
+from desk.i18n import gettext as _
 from desk.services import region_move
 from desk.services import regions
 from desk.web.guards import agent_required

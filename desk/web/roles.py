@@ -7,7 +7,6 @@ from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
-from desk.i18n import gettext as _
 from flask_login import current_user
 
 from desk import policy
@@ -16,6 +15,7 @@ from desk.forms.auth import EmptyForm
 from desk.forms.roles import AgentForm
 from desk.forms.roles import AgentRoleForm
 from desk.forms.roles import RoleForm
+from desk.i18n import gettext as _
 from desk.services import custom_fields
 from desk.services import roles
 from desk.services import tickets as ticket_service

@@ -6,13 +6,13 @@ from flask import flash
 from flask import redirect
 from flask import render_template
 from flask import url_for
-from desk.i18n import gettext as _
 from flask_login import current_user
 from flask_login import login_required
 
 from desk.errors import DeskError
 from desk.forms.auth import EmptyForm
 from desk.forms.tokens import TokenForm
+from desk.i18n import gettext as _
 from desk.services import tokens
 from desk.web.guards import agent_required
 from desk.web.guards import client_ip

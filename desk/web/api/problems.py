@@ -7,12 +7,12 @@ import json
 from flask import Flask
 from flask import current_app
 from flask import request
-from desk.i18n import gettext as _
-from desk.i18n import lazy_gettext as _l
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from desk.errors import DeskError
+from desk.i18n import gettext as _
+from desk.i18n import lazy_gettext as _l
 
 MEDIA = "application/problem+json"
 TYPE_BASE = "/api/v1/docs#problem-"
